@@ -1,0 +1,215 @@
+//! `/sync`, filters and `/messages`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use feldpost_service::ErrorKind;
+use feldpost_service::filter::{Filter, RoomEventFilter};
+use feldpost_service::sync::{SyncRequest, parse_since};
+use feldpost_service::timeline::parse_position;
+use ruma::{OwnedRoomId, OwnedUserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Auth, Json as Body, Path, Query, parse_id, qs};
+
+pub fn routes(_: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/_matrix/client/v3/sync", get(sync))
+        .route(
+            "/_matrix/client/v3/user/{user_id}/filter",
+            post(create_filter),
+        )
+        .route(
+            "/_matrix/client/v3/user/{user_id}/filter/{filter_id}",
+            get(get_filter),
+        )
+        .route("/_matrix/client/v3/rooms/{room_id}/messages", get(messages))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SyncQuery {
+    filter: Option<String>,
+    since: Option<String>,
+    #[serde(deserialize_with = "qs::opt_bool")]
+    full_state: Option<bool>,
+    set_presence: Option<String>,
+    #[serde(deserialize_with = "qs::opt_u64")]
+    timeout: Option<u64>,
+}
+
+/// A filter given inline as JSON or by id.
+async fn load_filter(
+    state: &AppState,
+    user: &OwnedUserId,
+    filter: Option<&str>,
+) -> ApiResult<Filter> {
+    let Some(f) = filter else {
+        return Ok(Filter::default());
+    };
+    if f.trim_start().starts_with('{') {
+        return serde_json::from_str(f)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidParam, format!("Invalid filter: {e}")));
+    }
+    let json = state
+        .services
+        .store
+        .get_filter(user.as_str(), f)
+        .await
+        .map_err(feldpost_service::Error::from)?
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "Unknown filter"))?;
+    serde_json::from_str(&json)
+        .map_err(|_| ApiError::new(ErrorKind::Unknown, "Stored filter unreadable"))
+}
+
+async fn sync(
+    State(state): State<AppState>,
+    Auth(r): Auth,
+    Query(q): Query<SyncQuery>,
+) -> ApiResult<Json<Value>> {
+    let s = &state.services;
+    let since = q.since.as_deref().map(parse_since).transpose()?;
+    let filter = load_filter(&state, &r.user_id, q.filter.as_deref()).await?;
+    match q.set_presence.as_deref() {
+        None | Some("online") | Some("offline") | Some("unavailable") => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidParam,
+                "set_presence must be online, offline or unavailable",
+            ));
+        }
+    }
+    let timeout = Duration::from_millis(
+        q.timeout
+            .unwrap_or(0)
+            .min(s.config.limits.max_sync_timeout_ms),
+    );
+    let req = SyncRequest {
+        since,
+        full_state: q.full_state.unwrap_or(false),
+        timeout,
+        filter,
+    };
+    let body = s
+        .sync
+        .sync(&r.user_id, &r.device_id, req, &state.shutdown)
+        .await?;
+    Ok(Json(body))
+}
+
+async fn create_filter(
+    State(state): State<AppState>,
+    Auth(r): Auth,
+    Path(user_id): Path<String>,
+    Body(body): Body<Value>,
+) -> ApiResult<Json<Value>> {
+    let user_id: OwnedUserId = parse_id(&user_id, "user id")?;
+    if user_id != r.user_id {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "Cannot create filters for other users",
+        ));
+    }
+    let filter: Filter = serde_json::from_value(body)
+        .map_err(|e| ApiError::new(ErrorKind::BadJson, format!("Invalid filter: {e}")))?;
+    let json = serde_json::to_string(&filter)
+        .map_err(|e| ApiError::new(ErrorKind::BadJson, e.to_string()))?;
+    let id = state
+        .services
+        .store
+        .put_filter(r.user_id.as_str(), &json)
+        .await
+        .map_err(feldpost_service::Error::from)?;
+    Ok(Json(json!({"filter_id": id})))
+}
+
+async fn get_filter(
+    State(state): State<AppState>,
+    Auth(r): Auth,
+    Path((user_id, filter_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let user_id: OwnedUserId = parse_id(&user_id, "user id")?;
+    if user_id != r.user_id {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "Cannot read other users' filters",
+        ));
+    }
+    let json = state
+        .services
+        .store
+        .get_filter(r.user_id.as_str(), &filter_id)
+        .await
+        .map_err(feldpost_service::Error::from)?
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "Unknown filter"))?;
+    serde_json::from_str(&json)
+        .map(Json)
+        .map_err(|_| ApiError::new(ErrorKind::Unknown, "Stored filter unreadable"))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MessagesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    dir: Option<String>,
+    #[serde(deserialize_with = "qs::opt_u64")]
+    limit: Option<u64>,
+    filter: Option<String>,
+}
+
+async fn messages(
+    State(state): State<AppState>,
+    Auth(r): Auth,
+    Path(room_id): Path<String>,
+    Query(q): Query<MessagesQuery>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(&room_id, "room id")?;
+    let backward = match q.dir.as_deref() {
+        Some("b") => true,
+        Some("f") => false,
+        None => return Err(ApiError::new(ErrorKind::MissingParam, "dir is required")),
+        Some(_) => return Err(ApiError::new(ErrorKind::InvalidParam, "dir must be b or f")),
+    };
+    let token = |t: &Option<String>| -> ApiResult<Option<i64>> {
+        t.as_deref()
+            .map(|s| {
+                parse_position(s).ok_or_else(|| {
+                    ApiError::new(ErrorKind::InvalidParam, "Invalid pagination token")
+                })
+            })
+            .transpose()
+    };
+    let (from, to) = (token(&q.from)?, token(&q.to)?);
+    let filter: RoomEventFilter = match q.filter.as_deref() {
+        Some(f) => serde_json::from_str(f)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidParam, format!("Invalid filter: {e}")))?,
+        None => RoomEventFilter::default(),
+    };
+    let max = state.services.config.limits.max_timeline_limit as u64;
+    let limit = q.limit.or(filter.limit).unwrap_or(10).clamp(1, max) as u32;
+    let page = state
+        .services
+        .timeline
+        .messages(
+            &room_id,
+            &r.user_id,
+            &r.device_id,
+            from,
+            to,
+            backward,
+            limit,
+            &filter,
+        )
+        .await?;
+    let mut body = json!({"chunk": page.chunk, "start": page.start, "state": page.state});
+    if let Some(end) = page.end {
+        body["end"] = json!(end);
+    }
+    Ok(Json(body))
+}

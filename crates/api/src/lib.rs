@@ -1,0 +1,22 @@
+//! The HTTP face of Feldpost: axum routers for the Client-Server API (and later federation,
+//! admin and push), with Matrix error mapping. Handlers parse, authenticate and call services;
+//! they never touch storage.
+
+pub mod client;
+pub mod error;
+pub mod extract;
+mod router;
+
+use std::sync::Arc;
+
+use feldpost_service::Services;
+
+pub use router::router;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Arc<Services>,
+    /// Flips to `true` at shutdown so that parked syncs answer at once.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}

@@ -1,0 +1,70 @@
+//! The route table and the layers every request passes through.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, header};
+use axum::response::Response;
+use feldpost_service::ErrorKind;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::AppState;
+use crate::client;
+use crate::error::{ApiError, json_response};
+
+async fn unrecognized() -> ApiError {
+    ApiError::new(ErrorKind::Unrecognized, "Unrecognized request")
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &serde_json::json!({"errcode": "M_UNKNOWN", "error": "Internal server error"}),
+    )
+}
+
+/// Routes that exist but not for this method answer 405 `M_UNRECOGNIZED`.
+async fn method_not_allowed(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let mut r = json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"errcode": "M_UNRECOGNIZED", "error": "Method not allowed"}),
+        );
+        if let Some(allow) = resp.headers().get(header::ALLOW) {
+            r.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        return r;
+    }
+    resp
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_json = state.services.config.limits.max_json_body;
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::HeaderName::from_static("x-requested-with"),
+        ]);
+    Router::new()
+        .merge(client::routes(&state))
+        .fallback(unrecognized)
+        .layer(DefaultBodyLimit::max(max_json))
+        .layer(axum::middleware::from_fn(method_not_allowed))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,65 @@
+//! `feldpost`: the homeserver binary.
+
+use clap::Parser;
+use feldpost::cli::{Cli, Command};
+use feldpost::{Application, config};
+use feldpost_service::config::LogFormat;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let mut config = config::load(args.config.as_deref())?;
+            args.apply(&mut config);
+            init_logging(&config.log.format, &config.log.level);
+            if config.registration.open {
+                tracing::warn!(
+                    "open registration is ON: anyone who can reach this server can create an account"
+                );
+            }
+            let app = Application::build(config).await?;
+            tracing::info!(addr = %app.local_addr()?, server_name = %app.services().server_name, "Feldpost listening");
+            let handle = app.shutdown_handle();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                handle.shutdown();
+            });
+            app.run_until_stopped().await?;
+            tracing::info!("stopped");
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(format: &LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,133 @@
+//! Feldpost's domain services: accounts, rooms, sync, media and the rest. The API layer calls
+//! these; these call storage. Services never call up into the API, and take the services they
+//! need as constructor arguments, so the graph stays acyclic (see ARCHITECTURE.md).
+
+pub mod accounts;
+pub mod config;
+mod error;
+pub mod filter;
+pub mod notifier;
+pub mod pdu;
+pub mod ratelimit;
+pub mod rooms;
+pub mod signing_key;
+pub mod sync;
+pub mod timeline;
+pub mod typing;
+pub mod uia;
+
+use std::sync::Arc;
+
+use feldpost_storage::Store;
+use feldpost_storage::sqlite::SqliteStore;
+use ruma::{OwnedServerName, RoomVersionId};
+
+pub use error::{Error, ErrorKind, Result};
+
+use crate::accounts::Accounts;
+use crate::config::Config;
+use crate::notifier::Notifier;
+use crate::ratelimit::RateLimiter;
+use crate::rooms::Rooms;
+use crate::signing_key::SigningKey;
+use crate::sync::Sync;
+use crate::timeline::Timeline;
+use crate::typing::Typing;
+use crate::uia::Uia;
+
+/// Every service of one server, wired together.
+pub struct Services {
+    pub config: Config,
+    pub server_name: OwnedServerName,
+    pub store: Arc<dyn Store>,
+    pub key: Arc<SigningKey>,
+    pub notifier: Arc<Notifier>,
+    pub accounts: Accounts,
+    pub rooms: Arc<Rooms>,
+    pub timeline: Arc<Timeline>,
+    pub typing: Arc<Typing>,
+    pub sync: Sync,
+    pub uia: Uia,
+    pub rate_limiter: RateLimiter,
+}
+
+impl Services {
+    /// Opens the data directory (database, signing key) and builds the services.
+    pub fn open(config: Config) -> Result<Arc<Self>> {
+        let server_name = OwnedServerName::try_from(config.server_name.as_str()).map_err(|_| {
+            Error::invalid_param(format!("invalid server name {:?}", config.server_name))
+        })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::internal(format!(
+                "creating data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&config.data_dir.join("feldpost.sqlite"))
+                .map_err(|e| Error::internal(format!("opening database: {e}")))?,
+        );
+        let key = Arc::new(SigningKey::load_or_generate(
+            &config.data_dir.join("signing.key"),
+        )?);
+        let default_version = RoomVersionId::try_from(config.rooms.default_room_version.as_str())
+            .ok()
+            .filter(|v| rooms::SUPPORTED_VERSIONS.contains(&v.as_str()))
+            .ok_or_else(|| {
+                Error::invalid_param("rooms.default_room_version must be 10, 11 or 12")
+            })?;
+        let notifier = Arc::new(Notifier::default());
+        let rooms = Arc::new(Rooms::new(
+            store.clone(),
+            server_name.clone(),
+            key.clone(),
+            notifier.clone(),
+            default_version,
+        ));
+        let timeline = Arc::new(Timeline::new(store.clone(), rooms.clone()));
+        let typing = Arc::new(Typing::new(notifier.clone()));
+        let sync = Sync::new(
+            store.clone(),
+            rooms.clone(),
+            timeline.clone(),
+            typing.clone(),
+            notifier.clone(),
+            config.limits.max_timeline_limit,
+        );
+        Ok(Arc::new(Self {
+            accounts: Accounts::new(
+                store.clone(),
+                server_name.clone(),
+                config.registration.clone(),
+            ),
+            rate_limiter: RateLimiter::new(config.rate_limits.clone()),
+            uia: Uia::default(),
+            config,
+            server_name,
+            store,
+            key,
+            notifier,
+            rooms,
+            timeline,
+            typing,
+            sync,
+        }))
+    }
+
+    /// Periodic upkeep: typing timeouts, notifier pruning.
+    pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let s = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut n = 0u64;
+            loop {
+                tick.tick().await;
+                s.typing.expire();
+                n += 1;
+                if n.is_multiple_of(60) {
+                    s.notifier.prune();
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,90 @@
+//! Room state snapshots: state groups stored as deltas, resolved to full maps and cached.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use feldpost_storage::{NewStateGroup, StateEntry};
+use ruma::OwnedEventId;
+
+use super::Rooms;
+use crate::{Error, Result};
+
+/// `(event type, state key) -> event id`.
+pub type StateMap = HashMap<(String, String), OwnedEventId>;
+
+/// A delta chain longer than this is cut by writing a full snapshot.
+const MAX_CHAIN: i64 = 100;
+const CACHE_LIMIT: usize = 20_000;
+
+impl Rooms {
+    /// The full state of a state group.
+    pub async fn state_map(&self, group: i64) -> Result<Arc<StateMap>> {
+        if let Some(m) = self.state_cache.lock().get(&group) {
+            return Ok(m.clone());
+        }
+        // Walk back to a cached or full group, then apply the deltas forward.
+        let mut chain = Vec::new();
+        let mut base: Option<Arc<StateMap>> = None;
+        let mut cur = Some(group);
+        while let Some(g) = cur {
+            if let Some(m) = self.state_cache.lock().get(&g) {
+                base = Some(m.clone());
+                break;
+            }
+            let rec = self
+                .store
+                .state_group(g)
+                .await?
+                .ok_or_else(|| Error::internal(format!("state group {g} missing")))?;
+            cur = rec.prev;
+            chain.push(rec);
+        }
+        let mut map = base.map(|b| (*b).clone()).unwrap_or_default();
+        for rec in chain.iter().rev() {
+            for e in &rec.entries {
+                let id = OwnedEventId::try_from(e.event_id.as_str())
+                    .map_err(|_| Error::internal("bad state event id"))?;
+                map.insert((e.event_type.clone(), e.state_key.clone()), id);
+            }
+        }
+        let map = Arc::new(map);
+        let mut cache = self.state_cache.lock();
+        if cache.len() > CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(group, map.clone());
+        Ok(map)
+    }
+
+    /// The group record to write for the state after a state event.
+    pub(crate) fn next_state_group(
+        prev_group: Option<i64>,
+        prev_chain: i64,
+        after: &StateMap,
+        changed: (&str, &str, &str),
+    ) -> NewStateGroup {
+        match prev_group {
+            Some(prev) if prev_chain < MAX_CHAIN => NewStateGroup {
+                prev: Some(prev),
+                chain_len: prev_chain + 1,
+                entries: vec![StateEntry {
+                    event_type: changed.0.to_owned(),
+                    state_key: changed.1.to_owned(),
+                    event_id: changed.2.to_owned(),
+                }],
+            },
+            _ => NewStateGroup {
+                prev: None,
+                chain_len: 0,
+                entries: after
+                    .iter()
+                    .map(|((t, k), id)| StateEntry {
+                        event_type: t.clone(),
+                        state_key: k.clone(),
+                        event_id: id.to_string(),
+                    })
+                    .collect(),
+            },
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! `/v3/sync`: builds initial and incremental responses from the stream positions, and parks a
+//! long-poll on the notifier until something the user can see changes. Never writes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use feldpost_storage::{MembershipRecord, Store, StoredEvent};
+use ruma::{OwnedRoomId, UserId};
+use serde_json::{Map, Value, json};
+
+use crate::filter::Filter;
+use crate::notifier::{Notifier, WakeKey};
+use crate::rooms::Rooms;
+use crate::timeline::{Timeline, position_token};
+use crate::typing::Typing;
+use crate::{Error, Result};
+
+/// A sync token: the stream position and the typing counter it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncToken {
+    pub stream: i64,
+    pub typing: u64,
+}
+
+impl SyncToken {
+    pub fn parse(s: &str) -> Option<Self> {
+        let rest = s.strip_prefix('s')?;
+        let (a, b) = rest.split_once('_')?;
+        Some(Self {
+            stream: a.parse().ok().filter(|v: &i64| *v >= 0)?,
+            typing: b.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for SyncToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s{}_{}", self.stream, self.typing)
+    }
+}
+
+pub struct SyncRequest {
+    pub since: Option<SyncToken>,
+    pub full_state: bool,
+    pub timeout: Duration,
+    pub filter: Filter,
+}
+
+pub struct Sync {
+    store: Arc<dyn Store>,
+    rooms: Arc<Rooms>,
+    timeline: Arc<Timeline>,
+    typing: Arc<Typing>,
+    notifier: Arc<Notifier>,
+    default_timeline_limit: u32,
+    max_timeline_limit: u32,
+}
+
+/// State events to strip into `invite_state`.
+const STRIPPED: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+impl Sync {
+    pub fn new(
+        store: Arc<dyn Store>,
+        rooms: Arc<Rooms>,
+        timeline: Arc<Timeline>,
+        typing: Arc<Typing>,
+        notifier: Arc<Notifier>,
+        max_timeline_limit: u32,
+    ) -> Self {
+        Self {
+            store,
+            rooms,
+            timeline,
+            typing,
+            notifier,
+            default_timeline_limit: 10,
+            max_timeline_limit,
+        }
+    }
+
+    /// Answers a sync, waiting up to `timeout` for something new when incremental.
+    pub async fn sync(
+        &self,
+        user: &UserId,
+        device: &str,
+        req: SyncRequest,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        loop {
+            // Subscribe before reading so that a change during the read still wakes us.
+            let memberships = self.store.rooms_for_user(user.as_str()).await?;
+            let mut keys = vec![WakeKey::User(user.to_string())];
+            keys.extend(
+                memberships
+                    .iter()
+                    .filter(|m| m.membership == "join" || m.membership == "invite")
+                    .map(|m| WakeKey::Room(m.room_id.clone())),
+            );
+            let sub = self.notifier.subscribe(keys);
+            let (body, empty) = self.build(user, device, &req, &memberships).await?;
+            let waiting = req.since.is_some()
+                && empty
+                && !req.full_state
+                && tokio::time::Instant::now() < deadline
+                && !*shutdown.borrow();
+            if !waiting {
+                return Ok(body);
+            }
+            let mut shutdown = shutdown.clone();
+            tokio::select! {
+                _ = sub.wait() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    // One last look: a change exactly at the deadline still counts.
+                    let memberships = self.store.rooms_for_user(user.as_str()).await?;
+                    return Ok(self.build(user, device, &req, &memberships).await?.0);
+                }
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn build(
+        &self,
+        user: &UserId,
+        device: &str,
+        req: &SyncRequest,
+        memberships: &[MembershipRecord],
+    ) -> Result<(Value, bool)> {
+        let now = SyncToken {
+            stream: self.store.current_position(),
+            typing: self.typing.current(),
+        };
+        let since = req.since.unwrap_or_default();
+        let initial = req.since.is_none();
+        if since.stream > now.stream {
+            // A token from the future (e.g. another server's): treat as current rather than fail.
+            tracing::debug!(%user, "sync token ahead of the stream");
+        }
+        let filter = &req.filter;
+        let mut join = Map::new();
+        let mut invite = Map::new();
+        let mut leave = Map::new();
+        let mut anything = false;
+
+        for m in memberships {
+            if !filter.room_allowed(&m.room_id) {
+                continue;
+            }
+            let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) else {
+                continue;
+            };
+            let changed_membership = m.stream > since.stream && m.stream <= now.stream;
+            match m.membership.as_str() {
+                "join" => {
+                    let newly = initial || changed_membership;
+                    if let Some(v) = self
+                        .joined_room(user, device, &room_id, since, now, newly, req)
+                        .await?
+                    {
+                        join.insert(m.room_id.clone(), v);
+                        anything = true;
+                    }
+                }
+                "invite" if initial || changed_membership => {
+                    invite.insert(
+                        m.room_id.clone(),
+                        self.invited_room(&room_id, &m.event_id).await?,
+                    );
+                    anything = true;
+                }
+                "leave" | "ban"
+                    if !m.forgotten
+                        && ((changed_membership && !initial)
+                            || (initial && filter.room.include_leave)) =>
+                {
+                    leave.insert(
+                        m.room_id.clone(),
+                        self.left_room(user, device, &room_id, m, since, req)
+                            .await?,
+                    );
+                    anything = true;
+                }
+                _ => {}
+            }
+        }
+
+        let mut account_data = Vec::new();
+        for rec in self
+            .store
+            .account_data_since(
+                user.as_str(),
+                if initial { 0 } else { since.stream },
+                now.stream,
+            )
+            .await?
+        {
+            let content: Value = serde_json::from_str(&rec.content).unwrap_or(json!({}));
+            let ev = json!({"type": rec.kind, "content": content});
+            match &rec.room_id {
+                None => {
+                    if filter.account_data.matches(&rec.kind, user.as_str()) {
+                        account_data.push(ev);
+                    }
+                }
+                Some(room) => {
+                    if !filter.room.account_data.matches(&rec.kind, user.as_str())
+                        || !filter.room.account_data.room_allowed(room)
+                    {
+                        continue;
+                    }
+                    // Room account data rides in the room's section (creating it if needed).
+                    let section = if join.contains_key(room)
+                        || memberships
+                            .iter()
+                            .any(|m| &m.room_id == room && m.membership == "join")
+                    {
+                        &mut join
+                    } else if leave.contains_key(room) {
+                        &mut leave
+                    } else {
+                        continue;
+                    };
+                    let entry = section
+                        .entry(room.clone())
+                        .or_insert_with(empty_joined_room);
+                    if let Some(events) = entry
+                        .pointer_mut("/account_data/events")
+                        .and_then(Value::as_array_mut)
+                    {
+                        events.push(ev);
+                    }
+                }
+            }
+        }
+        anything |= !account_data.is_empty();
+
+        let presence = self
+            .presence(
+                user,
+                memberships,
+                if initial { 0 } else { since.stream },
+                now.stream,
+                filter,
+            )
+            .await?;
+        anything |= !presence.is_empty();
+
+        let next = if since.stream > now.stream {
+            SyncToken {
+                stream: since.stream,
+                typing: now.typing,
+            }
+        } else {
+            now
+        };
+        let body = json!({
+            "next_batch": next.to_string(),
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+            "account_data": {"events": account_data},
+            "presence": {"events": presence},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+        });
+        Ok((body, !anything))
+    }
+
+    fn timeline_limit(&self, req: &SyncRequest) -> u32 {
+        req.filter
+            .room
+            .timeline
+            .limit
+            .map(|l| l as u32)
+            .unwrap_or(self.default_timeline_limit)
+            .min(self.max_timeline_limit)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn joined_room(
+        &self,
+        user: &UserId,
+        device: &str,
+        room_id: &OwnedRoomId,
+        since: SyncToken,
+        now: SyncToken,
+        newly_joined: bool,
+        req: &SyncRequest,
+    ) -> Result<Option<Value>> {
+        let limit = self.timeline_limit(req);
+        let tfilter = &req.filter.room.timeline;
+        let after = if newly_joined { 0 } else { since.stream };
+        let room_allowed_timeline = tfilter.room_allowed(room_id.as_str());
+        let mut events = if room_allowed_timeline && limit > 0 {
+            self.store
+                .room_events_backward(
+                    room_id.as_str(),
+                    now.stream,
+                    after,
+                    limit + 1,
+                    &tfilter.to_storage(),
+                )
+                .await?
+        } else {
+            vec![]
+        };
+        let limited = events.len() > limit as usize;
+        events.truncate(limit as usize);
+        events.reverse();
+        let mut visible = Vec::with_capacity(events.len());
+        for e in events {
+            if self.timeline.visible(user, &e, Some("join")).await? {
+                visible.push(e);
+            }
+        }
+        let typing = self.typing.changed_since(
+            room_id.as_str(),
+            if newly_joined { 0 } else { since.typing },
+        );
+        let receipts = self
+            .store
+            .receipts_since(
+                room_id.as_str(),
+                if newly_joined { 0 } else { since.stream },
+                now.stream,
+            )
+            .await?;
+        let state = self
+            .state_section(
+                user,
+                room_id,
+                &visible,
+                since,
+                newly_joined || req.full_state,
+                limited,
+                req,
+            )
+            .await?;
+        if !newly_joined
+            && !req.full_state
+            && visible.is_empty()
+            && typing.is_none()
+            && receipts.is_empty()
+            && state.is_empty()
+        {
+            return Ok(None);
+        }
+        let mut ephemeral = Vec::new();
+        if let Some(users) = typing {
+            ephemeral.push(json!({"type": "m.typing", "content": {"user_ids": users}}));
+        }
+        if !receipts.is_empty() {
+            ephemeral.push(receipt_event(user.as_str(), &receipts));
+        }
+        let prev_batch =
+            position_token(visible.first().map(|e| e.stream - 1).unwrap_or(now.stream));
+        let rendered = self
+            .timeline
+            .render_many(&visible, Some((user.as_str(), device)))
+            .await?;
+        let mut room = empty_joined_room();
+        room["timeline"] =
+            json!({"events": rendered, "limited": limited, "prev_batch": prev_batch});
+        room["state"] = json!({"events": state});
+        room["ephemeral"] = json!({"events": ephemeral});
+        if newly_joined || !state.is_empty() {
+            room["summary"] = self.summary(user, room_id).await?;
+        }
+        Ok(Some(room))
+    }
+
+    /// The state section: the state at the start of the timeline that the client lacks.
+    #[allow(clippy::too_many_arguments)]
+    async fn state_section(
+        &self,
+        user: &UserId,
+        room_id: &OwnedRoomId,
+        timeline: &[StoredEvent],
+        since: SyncToken,
+        full: bool,
+        limited: bool,
+        req: &SyncRequest,
+    ) -> Result<Vec<Value>> {
+        if !full && !limited {
+            return Ok(vec![]);
+        }
+        let state = match timeline.first() {
+            Some(first) => match first.state_group_before {
+                Some(g) => self.rooms.state_map(g).await?,
+                None => Arc::new(Default::default()),
+            },
+            None => self.rooms.current_state(room_id).await?,
+        };
+        let sfilter = &req.filter.room.state;
+        let lazy = sfilter.lazy_load_members;
+        let mut wanted: HashSet<&str> = timeline.iter().map(|e| e.sender.as_str()).collect();
+        wanted.insert(user.as_str());
+        let in_timeline: HashSet<&str> = timeline.iter().map(|e| e.event_id.as_str()).collect();
+        let ids: Vec<String> = state
+            .iter()
+            .filter(|((t, k), id)| {
+                !in_timeline.contains(id.as_str())
+                    && sfilter.matches(t, "")
+                    && (!lazy || t != "m.room.member" || wanted.contains(k.as_str()))
+            })
+            .map(|(_, id)| id.to_string())
+            .collect();
+        let mut events = self.store.get_events(&ids).await?;
+        if !full {
+            // Incremental and limited: only what changed since the client's token.
+            events.retain(|e| e.stream > since.stream);
+        }
+        events.sort_by_key(|e| e.stream);
+        self.timeline.render_many(&events, None).await
+    }
+
+    async fn summary(&self, user: &UserId, room_id: &OwnedRoomId) -> Result<Value> {
+        let members = self.store.room_members(room_id.as_str()).await?;
+        let joined = members.iter().filter(|m| m.membership == "join").count();
+        let invited = members.iter().filter(|m| m.membership == "invite").count();
+        let state = self.rooms.current_state(room_id).await?;
+        let named = state.contains_key(&("m.room.name".to_owned(), String::new()))
+            || state.contains_key(&("m.room.canonical_alias".to_owned(), String::new()));
+        let mut summary =
+            json!({"m.joined_member_count": joined, "m.invited_member_count": invited});
+        if !named {
+            let mut heroes: Vec<&str> = members
+                .iter()
+                .filter(|m| {
+                    m.user_id != user.as_str()
+                        && (m.membership == "join" || m.membership == "invite")
+                })
+                .map(|m| m.user_id.as_str())
+                .collect();
+            heroes.sort();
+            heroes.truncate(5);
+            summary["m.heroes"] = json!(heroes);
+        }
+        Ok(summary)
+    }
+
+    async fn invited_room(&self, room_id: &OwnedRoomId, invite_event: &str) -> Result<Value> {
+        let mut events = Vec::new();
+        let state = self.rooms.current_state(room_id).await?;
+        for kind in STRIPPED {
+            if let Some(id) = state.get(&((*kind).to_owned(), String::new()))
+                && let Some(p) = self.rooms.pdu(id).await?
+            {
+                events.push(stripped(&p));
+            }
+        }
+        if let Ok(id) = ruma::OwnedEventId::try_from(invite_event)
+            && let Some(p) = self.rooms.pdu(&id).await?
+        {
+            if let Some(inviter) = state.get(&("m.room.member".to_owned(), p.sender.to_string()))
+                && let Some(ip) = self.rooms.pdu(inviter).await?
+            {
+                events.push(stripped(&ip));
+            }
+            events.push(stripped(&p));
+        }
+        Ok(json!({"invite_state": {"events": events}}))
+    }
+
+    async fn left_room(
+        &self,
+        user: &UserId,
+        device: &str,
+        room_id: &OwnedRoomId,
+        m: &MembershipRecord,
+        since: SyncToken,
+        req: &SyncRequest,
+    ) -> Result<Value> {
+        let limit = self.timeline_limit(req);
+        let tfilter = &req.filter.room.timeline;
+        // The timeline ends at the leave event: nothing after it is theirs to see.
+        let mut events = self
+            .store
+            .room_events_backward(
+                room_id.as_str(),
+                m.stream,
+                since.stream,
+                limit + 1,
+                &tfilter.to_storage(),
+            )
+            .await?;
+        let limited = events.len() > limit as usize;
+        events.truncate(limit as usize);
+        events.reverse();
+        let mut visible = Vec::new();
+        for e in events {
+            if self
+                .timeline
+                .visible(user, &e, Some(m.membership.as_str()))
+                .await?
+            {
+                visible.push(e);
+            }
+        }
+        let prev_batch = position_token(visible.first().map(|e| e.stream - 1).unwrap_or(m.stream));
+        let state = self
+            .state_section(
+                user,
+                room_id,
+                &visible,
+                since,
+                req.since.is_none(),
+                limited,
+                req,
+            )
+            .await?;
+        Ok(json!({
+            "timeline": {
+                "events": self.timeline.render_many(&visible, Some((user.as_str(), device))).await?,
+                "limited": limited,
+                "prev_batch": prev_batch,
+            },
+            "state": {"events": state},
+            "account_data": {"events": []},
+        }))
+    }
+
+    async fn presence(
+        &self,
+        user: &UserId,
+        memberships: &[MembershipRecord],
+        after: i64,
+        up_to: i64,
+        filter: &Filter,
+    ) -> Result<Vec<Value>> {
+        if filter.presence.types.as_ref().is_some_and(|t| t.is_empty()) {
+            return Ok(vec![]);
+        }
+        let mut users: HashSet<String> = HashSet::new();
+        users.insert(user.to_string());
+        for m in memberships.iter().filter(|m| m.membership == "join") {
+            for member in self.store.room_members(&m.room_id).await? {
+                if member.membership == "join" {
+                    users.insert(member.user_id);
+                }
+            }
+        }
+        let users: Vec<String> = users.into_iter().collect();
+        let now = crate::rooms::append::now_ms();
+        Ok(self
+            .store
+            .presence_since(&users, after, up_to)
+            .await?
+            .into_iter()
+            .filter(|p| filter.presence.matches("m.presence", &p.user_id))
+            .map(|p| {
+                let mut content = json!({
+                    "presence": p.state,
+                    "last_active_ago": (now - p.last_active_ms).max(0),
+                    "currently_active": p.state == "online",
+                });
+                if let Some(msg) = p.status_msg {
+                    content["status_msg"] = json!(msg);
+                }
+                json!({"type": "m.presence", "sender": p.user_id, "content": content})
+            })
+            .collect())
+    }
+}
+
+fn empty_joined_room() -> Value {
+    json!({
+        "timeline": {"events": [], "limited": false},
+        "state": {"events": []},
+        "account_data": {"events": []},
+        "ephemeral": {"events": []},
+        "unread_notifications": {},
+    })
+}
+
+fn stripped(p: &crate::pdu::Pdu) -> Value {
+    json!({
+        "type": p.kind.to_string(),
+        "state_key": p.state_key.clone().unwrap_or_default(),
+        "sender": p.sender.to_string(),
+        "content": p.content_value(),
+    })
+}
+
+/// Builds one `m.receipt` event; private receipts are shown only to their owner.
+pub fn receipt_event(viewer: &str, receipts: &[feldpost_storage::ReceiptRecord]) -> Value {
+    let mut content: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for r in receipts {
+        if r.receipt_type == "m.read.private" && r.user_id != viewer {
+            continue;
+        }
+        let by_type = content.entry(r.event_id.clone()).or_default();
+        let users = by_type
+            .entry(r.receipt_type.clone())
+            .or_insert_with(|| json!({}));
+        let mut receipt = json!({"ts": r.ts});
+        if !r.thread_id.is_empty() {
+            receipt["thread_id"] = json!(r.thread_id);
+        }
+        users[r.user_id.as_str()] = receipt;
+    }
+    json!({"type": "m.receipt", "content": content})
+}
+
+/// `M_INVALID_PARAM` for an unreadable `since`.
+pub fn parse_since(s: &str) -> Result<SyncToken> {
+    SyncToken::parse(s).ok_or_else(|| Error::invalid_param("Invalid since token"))
+}

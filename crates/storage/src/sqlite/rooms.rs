@@ -1,0 +1,615 @@
+//! Rooms: events, the DAG tip, state groups, current state, memberships, relations, aliases.
+
+use async_trait::async_trait;
+use rusqlite::{
+    Connection, OptionalExtension, Row, Transaction, params, params_from_iter, types::Value,
+};
+
+use super::{SqliteStore, placeholders};
+use crate::{
+    AliasRecord, EventFilter, MembershipRecord, NewEvent, NewRoom, PersistedEvent, RelationQuery,
+    Result, RoomHead, RoomRecord, RoomStore, StateEntry, StateGroupRecord, StorageError,
+    StoredEvent,
+};
+
+const EVENT_COLS: &str = "event_id, room_id, stream, json, event_type, sender, state_key, \
+    state_group_before, state_group_after, redacted_by, txn_device, txn_id, unsigned";
+
+fn event_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let dev: Option<String> = r.get(10)?;
+    let txn: Option<String> = r.get(11)?;
+    Ok(StoredEvent {
+        event_id: r.get(0)?,
+        room_id: r.get(1)?,
+        stream: r.get(2)?,
+        json: r.get(3)?,
+        event_type: r.get(4)?,
+        sender: r.get(5)?,
+        state_key: r.get(6)?,
+        state_group_before: r.get(7)?,
+        state_group_after: r.get(8)?,
+        redacted_by: r.get(9)?,
+        txn: dev.zip(txn),
+        unsigned: r.get(12)?,
+    })
+}
+
+fn membership_row(r: &Row<'_>) -> rusqlite::Result<MembershipRecord> {
+    Ok(MembershipRecord {
+        room_id: r.get(0)?,
+        user_id: r.get(1)?,
+        membership: r.get(2)?,
+        event_id: r.get(3)?,
+        stream: r.get(4)?,
+        forgotten: r.get(5)?,
+    })
+}
+
+const MEMBERSHIP_COLS: &str = "room_id, user_id, membership, event_id, stream, forgotten";
+
+/// Appends the SQL conditions of an event filter, with its parameters.
+fn filter_sql(f: &EventFilter, args: &mut Vec<Value>) -> String {
+    let mut sql = String::new();
+    let mut list = |col: &str, items: &[String], negate: bool, args: &mut Vec<Value>| {
+        if items.is_empty() {
+            if !negate {
+                sql.push_str(" AND 0");
+            }
+            return;
+        }
+        let start = args.len() + 1;
+        let mut parts = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            // `*` is a wildcard in filter type lists.
+            if col == "event_type" && item.contains('*') {
+                parts.push(format!("{col} GLOB ?{}", start + i));
+            } else {
+                parts.push(format!("{col} = ?{}", start + i));
+            }
+            args.push(Value::Text(item.clone()));
+        }
+        let joined = parts.join(" OR ");
+        if negate {
+            sql.push_str(&format!(" AND NOT ({joined})"));
+        } else {
+            sql.push_str(&format!(" AND ({joined})"));
+        }
+    };
+    if let Some(types) = &f.types {
+        list("event_type", types, false, args);
+    }
+    if !f.not_types.is_empty() {
+        list("event_type", &f.not_types, true, args);
+    }
+    if let Some(senders) = &f.senders {
+        list("sender", senders, false, args);
+    }
+    if !f.not_senders.is_empty() {
+        list("sender", &f.not_senders, true, args);
+    }
+    match f.contains_url {
+        Some(true) => sql.push_str(" AND contains_url = 1"),
+        Some(false) => sql.push_str(" AND contains_url = 0"),
+        None => {}
+    }
+    sql
+}
+
+fn persist(tx: &Transaction<'_>, stream: i64, e: &NewEvent) -> Result<Option<i64>> {
+    let mut state_after = e.state_group_before;
+    if let Some(group) = &e.new_state_group {
+        tx.execute(
+            "INSERT INTO state_groups (room_id, prev_group, chain_len) VALUES (?1, ?2, ?3)",
+            params![e.room_id, group.prev, group.chain_len],
+        )?;
+        let id = tx.last_insert_rowid();
+        let mut st = tx.prepare_cached(
+            "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for s in &group.entries {
+            st.execute(params![id, s.event_type, s.state_key, s.event_id])?;
+        }
+        state_after = Some(id);
+    }
+    let contains_url = e.json.contains("\"url\":");
+    let (txn_device, txn_id) = match &e.txn {
+        Some((_, d, t)) => (Some(d.clone()), Some(t.clone())),
+        None => (None, None),
+    };
+    tx.execute(
+        "INSERT INTO events (stream, event_id, room_id, sender, event_type, state_key, depth,
+            origin_server_ts, json, state_group_before, state_group_after, txn_device, txn_id, contains_url, unsigned)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        params![
+            stream, e.event_id, e.room_id, e.sender, e.event_type, e.state_key, e.depth,
+            e.origin_server_ts, e.json, e.state_group_before, state_after, txn_device, txn_id, contains_url, e.unsigned
+        ],
+    )?;
+    for prev in &e.prev_events {
+        tx.execute(
+            "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?1, ?2)",
+            params![e.event_id, prev],
+        )?;
+        tx.execute(
+            "DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2",
+            params![e.room_id, prev],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
+        params![e.room_id, e.event_id],
+    )?;
+    let group = state_after.unwrap_or(0);
+    tx.execute(
+        "INSERT INTO room_heads (room_id, max_depth, state_group) VALUES (?1, ?2, ?3)
+         ON CONFLICT (room_id) DO UPDATE SET max_depth = max(max_depth, excluded.max_depth), state_group = excluded.state_group",
+        params![e.room_id, e.depth, group],
+    )?;
+    if let Some(key) = &e.state_key {
+        tx.execute(
+            "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
+            params![e.room_id, e.event_type, key, e.event_id],
+        )?;
+    }
+    if let Some(m) = &e.membership {
+        tx.execute(
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream, forgotten) VALUES (?1, ?2, ?3, ?4, ?5, 0)
+             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
+                event_id = excluded.event_id, stream = excluded.stream, forgotten = 0",
+            params![e.room_id, m.user_id, m.membership, e.event_id, stream],
+        )?;
+    }
+    if let Some(rel) = &e.relation {
+        tx.execute(
+            "INSERT OR IGNORE INTO event_relations (event_id, relates_to, rel_type, room_id, event_type, sender, stream)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![e.event_id, rel.relates_to, rel.rel_type, e.room_id, e.event_type, e.sender, stream],
+        )?;
+    }
+    if let Some((user, device, txn)) = &e.txn {
+        tx.execute(
+            "INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES (?1, ?2, ?3, ?4)",
+            params![user, device, txn, e.event_id],
+        )?;
+    }
+    if let Some((target, redacted_json)) = &e.redaction {
+        // The original content is dropped for good: a redaction is a request to forget it.
+        tx.execute(
+            "UPDATE events SET json = ?2, redacted_by = ?3, contains_url = 0 WHERE event_id = ?1",
+            params![target, redacted_json, e.event_id],
+        )?;
+        tx.execute("DELETE FROM event_relations WHERE event_id = ?1", [target])?;
+    }
+    Ok(state_after)
+}
+
+fn get_events(c: &Connection, ids: &[String]) -> Result<Vec<StoredEvent>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT {EVENT_COLS} FROM events WHERE event_id IN ({})",
+            placeholders(chunk.len(), 1)
+        );
+        let mut st = c.prepare(&sql)?;
+        let rows = st.query_map(params_from_iter(chunk.iter()), event_row)?;
+        for r in rows {
+            out.push(r?);
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl RoomStore for SqliteStore {
+    async fn create_room(&self, room: NewRoom) -> Result<()> {
+        self.write(move |tx, _| {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![room.room_id, room.room_version, room.creator, room.created_ms],
+            )?;
+            if n == 0 {
+                return Err(StorageError::Conflict(format!("room {} exists", room.room_id)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_room(&self, room_id: &str) -> Result<Option<RoomRecord>> {
+        let room_id = room_id.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT room_id, room_version, creator, published FROM rooms WHERE room_id = ?1",
+                [room_id],
+                |r| {
+                    Ok(RoomRecord {
+                        room_id: r.get(0)?,
+                        room_version: r.get(1)?,
+                        creator: r.get(2)?,
+                        published: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn set_room_published(&self, room_id: &str, published: bool) -> Result<()> {
+        let room_id = room_id.to_owned();
+        self.write(move |tx, _| {
+            tx.execute(
+                "UPDATE rooms SET published = ?2 WHERE room_id = ?1",
+                params![room_id, published],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn published_rooms(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare("SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id")?;
+            Ok(st
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn persist_event(&self, event: NewEvent) -> Result<PersistedEvent> {
+        self.write(move |tx, pos| {
+            let stream = pos.next();
+            let state_group_after = persist(tx, stream, &event)?;
+            Ok(PersistedEvent {
+                stream,
+                state_group_after,
+            })
+        })
+        .await
+    }
+
+    async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        let id = event_id.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {EVENT_COLS} FROM events WHERE event_id = ?1"),
+                [id],
+                event_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
+        let ids = event_ids.to_vec();
+        self.read(move |c| get_events(c, &ids)).await
+    }
+
+    async fn event_for_txn(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> Result<Option<String>> {
+        let (u, d, t) = (user_id.to_owned(), device_id.to_owned(), txn_id.to_owned());
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT event_id FROM txn_ids WHERE user_id = ?1 AND device_id = ?2 AND txn_id = ?3",
+                params![u, d, t],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn room_head(&self, room_id: &str) -> Result<Option<RoomHead>> {
+        let room_id = room_id.to_owned();
+        self.read(move |c| {
+            let head: Option<(i64, i64)> = c
+                .query_row(
+                    "SELECT max_depth, state_group FROM room_heads WHERE room_id = ?1",
+                    [&room_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((max_depth, state_group)) = head else {
+                return Ok(None);
+            };
+            let mut st =
+                c.prepare("SELECT event_id FROM forward_extremities WHERE room_id = ?1")?;
+            let forward_extremities = st
+                .query_map([&room_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(Some(RoomHead {
+                forward_extremities,
+                max_depth,
+                state_group,
+            }))
+        })
+        .await
+    }
+
+    async fn state_group(&self, group: i64) -> Result<Option<StateGroupRecord>> {
+        self.read(move |c| {
+            let head: Option<(Option<i64>, i64)> = c
+                .query_row("SELECT prev_group, chain_len FROM state_groups WHERE id = ?1", [group], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let Some((prev, chain_len)) = head else { return Ok(None) };
+            let mut st = c.prepare_cached(
+                "SELECT event_type, state_key, event_id FROM state_group_entries WHERE group_id = ?1",
+            )?;
+            let entries = st
+                .query_map([group], |r| Ok(StateEntry { event_type: r.get(0)?, state_key: r.get(1)?, event_id: r.get(2)? }))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(StateGroupRecord { id: group, prev, chain_len, entries }))
+        })
+        .await
+    }
+
+    async fn current_state(&self, room_id: &str) -> Result<Vec<StateEntry>> {
+        let room_id = room_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT event_type, state_key, event_id FROM current_state WHERE room_id = ?1",
+            )?;
+            Ok(st
+                .query_map([room_id], |r| {
+                    Ok(StateEntry {
+                        event_type: r.get(0)?,
+                        state_key: r.get(1)?,
+                        event_id: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn room_events_backward(
+        &self,
+        room_id: &str,
+        before: i64,
+        after: i64,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Vec<StoredEvent>> {
+        let room_id = room_id.to_owned();
+        let filter = filter.clone();
+        self.read(move |c| {
+            let mut args = vec![Value::Text(room_id), Value::Integer(before), Value::Integer(after)];
+            let cond = filter_sql(&filter, &mut args);
+            args.push(Value::Integer(limit as i64));
+            let sql = format!(
+                "SELECT {EVENT_COLS} FROM events WHERE room_id = ?1 AND stream <= ?2 AND stream > ?3{cond}
+                 ORDER BY stream DESC LIMIT ?{}",
+                args.len()
+            );
+            let mut st = c.prepare(&sql)?;
+            Ok(st.query_map(params_from_iter(args), event_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn room_events_forward(
+        &self,
+        room_id: &str,
+        after: i64,
+        before: i64,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Vec<StoredEvent>> {
+        let room_id = room_id.to_owned();
+        let filter = filter.clone();
+        self.read(move |c| {
+            let mut args = vec![Value::Text(room_id), Value::Integer(after), Value::Integer(before)];
+            let cond = filter_sql(&filter, &mut args);
+            args.push(Value::Integer(limit as i64));
+            let sql = format!(
+                "SELECT {EVENT_COLS} FROM events WHERE room_id = ?1 AND stream > ?2 AND stream < ?3{cond}
+                 ORDER BY stream ASC LIMIT ?{}",
+                args.len()
+            );
+            let mut st = c.prepare(&sql)?;
+            Ok(st.query_map(params_from_iter(args), event_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn rooms_for_user(&self, user_id: &str) -> Result<Vec<MembershipRecord>> {
+        let u = user_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {MEMBERSHIP_COLS} FROM memberships WHERE user_id = ?1"
+            ))?;
+            Ok(st
+                .query_map([u], membership_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn room_members(&self, room_id: &str) -> Result<Vec<MembershipRecord>> {
+        let r = room_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {MEMBERSHIP_COLS} FROM memberships WHERE room_id = ?1"
+            ))?;
+            Ok(st
+                .query_map([r], membership_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<MembershipRecord>> {
+        let (r, u) = (room_id.to_owned(), user_id.to_owned());
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {MEMBERSHIP_COLS} FROM memberships WHERE room_id = ?1 AND user_id = ?2"
+                ),
+                params![r, u],
+                membership_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<()> {
+        let (r, u) = (room_id.to_owned(), user_id.to_owned());
+        self.write(move |tx, _| {
+            tx.execute(
+                "UPDATE memberships SET forgotten = 1 WHERE room_id = ?1 AND user_id = ?2",
+                params![r, u],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn relations(&self, q: RelationQuery) -> Result<Vec<StoredEvent>> {
+        self.read(move |c| {
+            let mut args = vec![Value::Text(q.event_id.clone()), Value::Text(q.room_id.clone())];
+            let mut cond = String::new();
+            if let Some(rt) = &q.rel_type {
+                args.push(Value::Text(rt.clone()));
+                cond.push_str(&format!(" AND r.rel_type = ?{}", args.len()));
+            }
+            if let Some(et) = &q.event_type {
+                args.push(Value::Text(et.clone()));
+                cond.push_str(&format!(" AND r.event_type = ?{}", args.len()));
+            }
+            let (cmp_from, cmp_to, order) = if q.forward { (">", "<", "ASC") } else { ("<", ">", "DESC") };
+            if let Some(from) = q.from {
+                args.push(Value::Integer(from));
+                cond.push_str(&format!(" AND r.stream {cmp_from} ?{}", args.len()));
+            }
+            if let Some(to) = q.to {
+                args.push(Value::Integer(to));
+                cond.push_str(&format!(" AND r.stream {cmp_to}= ?{}", args.len()));
+            }
+            args.push(Value::Integer(q.limit as i64));
+            let cols = EVENT_COLS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "SELECT {cols} FROM event_relations r JOIN events e ON e.event_id = r.event_id
+                 WHERE r.relates_to = ?1 AND r.room_id = ?2{cond} ORDER BY r.stream {order} LIMIT ?{}",
+                args.len()
+            );
+            let mut st = c.prepare(&sql)?;
+            Ok(st.query_map(params_from_iter(args), event_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn threads(
+        &self,
+        room_id: &str,
+        before: i64,
+        limit: u32,
+        participated_by: Option<&str>,
+    ) -> Result<Vec<(StoredEvent, i64)>> {
+        let room_id = room_id.to_owned();
+        let participant = participated_by.map(str::to_owned);
+        self.read(move |c| {
+            // A thread is ordered by its latest reply; `before` bounds that position.
+            let cols = EVENT_COLS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+            let participant_cond = if participant.is_some() {
+                " AND (e.sender = ?4 OR EXISTS (SELECT 1 FROM event_relations p WHERE p.relates_to = t.relates_to
+                   AND p.rel_type = 'm.thread' AND p.sender = ?4))"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SELECT {cols}, t.latest FROM
+                   (SELECT relates_to, max(stream) AS latest FROM event_relations
+                    WHERE room_id = ?1 AND rel_type = 'm.thread' GROUP BY relates_to) t
+                 JOIN events e ON e.event_id = t.relates_to
+                 WHERE t.latest < ?2{participant_cond}
+                 ORDER BY t.latest DESC LIMIT ?3"
+            );
+            let mut st = c.prepare(&sql)?;
+            let map = |r: &Row<'_>| Ok((event_row(r)?, r.get::<_, i64>(13)?));
+            let rows = match &participant {
+                Some(p) => st.query_map(params![room_id, before, limit, p], map)?.collect::<rusqlite::Result<Vec<_>>>()?,
+                None => st.query_map(params![room_id, before, limit], map)?.collect::<rusqlite::Result<Vec<_>>>()?,
+            };
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn put_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<()> {
+        let (a, r, u) = (alias.to_owned(), room_id.to_owned(), creator.to_owned());
+        self.write(move |tx, _| {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO room_aliases (alias, room_id, creator) VALUES (?1, ?2, ?3)",
+                params![a, r, u],
+            )?;
+            if n == 0 {
+                return Err(StorageError::Conflict(format!("alias {a} exists")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_alias(&self, alias: &str) -> Result<Option<AliasRecord>> {
+        let a = alias.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT alias, room_id, creator FROM room_aliases WHERE alias = ?1",
+                [a],
+                |r| {
+                    Ok(AliasRecord {
+                        alias: r.get(0)?,
+                        room_id: r.get(1)?,
+                        creator: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_alias(&self, alias: &str) -> Result<bool> {
+        let a = alias.to_owned();
+        self.write(move |tx, _| {
+            Ok(tx.execute("DELETE FROM room_aliases WHERE alias = ?1", [a])? > 0)
+        })
+        .await
+    }
+
+    async fn aliases_for_room(&self, room_id: &str) -> Result<Vec<String>> {
+        let r = room_id.to_owned();
+        self.read(move |c| {
+            let mut st =
+                c.prepare("SELECT alias FROM room_aliases WHERE room_id = ?1 ORDER BY alias")?;
+            Ok(st
+                .query_map([r], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn shared_rooms(&self, a: &str, b: &str) -> Result<bool> {
+        let (a, b) = (a.to_owned(), b.to_owned());
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM memberships x JOIN memberships y ON x.room_id = y.room_id
+                 WHERE x.user_id = ?1 AND y.user_id = ?2 AND x.membership = 'join' AND y.membership = 'join')",
+                params![a, b],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+}
