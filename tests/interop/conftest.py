@@ -1,6 +1,7 @@
 """Starts a real Feldpost binary on a free port with a fresh data directory for each test."""
 
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -22,6 +23,9 @@ argon2_memory_kib = 64
 argon2_iterations = 1
 [rate_limits]
 enabled = false
+[log]
+format = "pretty"
+level = "info,ruma_state_res=warn"
 """
 
 
@@ -68,6 +72,25 @@ class Server:
                 self.proc.kill()
 
 
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            with open(os.path.join(self.data_dir, "server.log"), "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", line) for line in lines[-n:])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        srv = item.funcargs.get("server") if hasattr(item, "funcargs") else None
+        if isinstance(srv, Server):
+            report.sections.append(("feldpost server log (tail)", srv.log_tail()))
+
+
 @pytest.fixture
 def server():
     with tempfile.TemporaryDirectory() as d:
@@ -77,3 +100,25 @@ def server():
             yield s
         finally:
             s.stop()
+
+
+@pytest.fixture
+async def alice(server):
+    from interop_helpers import make_user
+
+    c = await make_user(server.url, "alice")
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def bob(server):
+    from interop_helpers import make_user
+
+    c = await make_user(server.url, "bob")
+    try:
+        yield c
+    finally:
+        await c.close()

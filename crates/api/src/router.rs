@@ -28,7 +28,10 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// Routes that exist but not for this method answer 405 `M_UNRECOGNIZED`.
 async fn method_not_allowed(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let resp = next.run(req).await;
-    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+    // A handler's own 405 (a JSON error body) is kept; only the router's bare one is replaced.
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !resp.headers().contains_key(header::CONTENT_TYPE)
+    {
         let mut r = json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &serde_json::json!({"errcode": "M_UNRECOGNIZED", "error": "Method not allowed"}),

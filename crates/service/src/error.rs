@@ -35,6 +35,7 @@ pub enum ErrorKind {
     WeakPassword,
     Unauthorized,
     NotYetUploaded,
+    CannotOverwriteMedia,
     BadAlias,
     /// `M_UNKNOWN` with the status of a server fault: something on our side failed.
     Internal,
@@ -69,6 +70,7 @@ impl ErrorKind {
             WeakPassword => "M_WEAK_PASSWORD",
             Unauthorized => "M_UNAUTHORIZED",
             NotYetUploaded => "M_NOT_YET_UPLOADED",
+            CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
             BadAlias => "M_BAD_ALIAS",
         }
     }
@@ -84,6 +86,7 @@ impl ErrorKind {
             Unrecognized => 404,
             TooLarge => 413,
             NotYetUploaded => 504,
+            CannotOverwriteMedia => 409,
             Internal => 500,
             _ => 400,
         }

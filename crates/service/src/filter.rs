@@ -114,3 +114,12 @@ impl Filter {
         !self.room.not_rooms.iter().any(|x| x == room_id)
     }
 }
+
+/// Parses a filter given as JSON text; it must be an object.
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if !v.is_object() {
+        return Err("a filter must be a JSON object".into());
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}

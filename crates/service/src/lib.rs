@@ -2,13 +2,20 @@
 //! these; these call storage. Services never call up into the API, and take the services they
 //! need as constructor arguments, so the graph stays acyclic (see ARCHITECTURE.md).
 
+pub mod account_data;
 pub mod accounts;
 pub mod config;
+pub mod directory;
 mod error;
 pub mod filter;
+pub mod media;
 pub mod notifier;
 pub mod pdu;
+pub mod presence;
+pub mod profile;
 pub mod ratelimit;
+pub mod receipts;
+pub mod relations;
 pub mod rooms;
 pub mod signing_key;
 pub mod sync;
@@ -26,14 +33,18 @@ pub use error::{Error, ErrorKind, Result};
 
 use crate::accounts::Accounts;
 use crate::config::Config;
+use crate::directory::Directory;
+use crate::media::Media;
 use crate::notifier::Notifier;
 use crate::ratelimit::RateLimiter;
+use crate::relations::Relations;
 use crate::rooms::Rooms;
 use crate::signing_key::SigningKey;
 use crate::sync::Sync;
 use crate::timeline::Timeline;
 use crate::typing::Typing;
 use crate::uia::Uia;
+use crate::{account_data::AccountData, presence::Presence, profile::Profiles, receipts::Receipts};
 
 /// Every service of one server, wired together.
 pub struct Services {
@@ -46,9 +57,16 @@ pub struct Services {
     pub rooms: Arc<Rooms>,
     pub timeline: Arc<Timeline>,
     pub typing: Arc<Typing>,
+    pub directory: Directory,
+    pub relations: Relations,
+    pub account_data: Arc<AccountData>,
+    pub receipts: Receipts,
+    pub presence: Presence,
+    pub profiles: Profiles,
     pub sync: Sync,
     pub uia: Uia,
     pub rate_limiter: RateLimiter,
+    pub media: Media,
 }
 
 impl Services {
@@ -86,6 +104,17 @@ impl Services {
         ));
         let timeline = Arc::new(Timeline::new(store.clone(), rooms.clone()));
         let typing = Arc::new(Typing::new(notifier.clone()));
+        let directory = Directory::new(store.clone(), rooms.clone());
+        let relations = Relations::new(store.clone(), timeline.clone());
+        let account_data = Arc::new(AccountData::new(store.clone(), notifier.clone()));
+        let receipts = Receipts::new(
+            store.clone(),
+            rooms.clone(),
+            notifier.clone(),
+            account_data.clone(),
+        );
+        let presence = Presence::new(store.clone(), notifier.clone());
+        let profiles = Profiles::new(store.clone(), rooms.clone());
         let sync = Sync::new(
             store.clone(),
             rooms.clone(),
@@ -94,7 +123,14 @@ impl Services {
             notifier.clone(),
             config.limits.max_timeline_limit,
         );
+        let media = Media::open(
+            store.clone(),
+            server_name.clone(),
+            config.data_dir.join("media"),
+            config.media.max_upload_size,
+        )?;
         Ok(Arc::new(Self {
+            media,
             accounts: Accounts::new(
                 store.clone(),
                 server_name.clone(),
@@ -110,6 +146,12 @@ impl Services {
             rooms,
             timeline,
             typing,
+            directory,
+            relations,
+            account_data,
+            receipts,
+            presence,
+            profiles,
             sync,
         }))
     }

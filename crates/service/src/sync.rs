@@ -239,6 +239,7 @@ impl Sync {
                         .and_then(Value::as_array_mut)
                     {
                         events.push(ev);
+                        anything = true;
                     }
                 }
             }
@@ -327,7 +328,7 @@ impl Sync {
             room_id.as_str(),
             if newly_joined { 0 } else { since.typing },
         );
-        let receipts = self
+        let mut receipts = self
             .store
             .receipts_since(
                 room_id.as_str(),
@@ -335,6 +336,8 @@ impl Sync {
                 now.stream,
             )
             .await?;
+        // Others' private receipts are not news to this user.
+        receipts.retain(|r| r.receipt_type != "m.read.private" || r.user_id == user.as_str());
         let state = self
             .state_section(
                 user,

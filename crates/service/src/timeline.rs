@@ -250,10 +250,8 @@ impl Timeline {
         limit: u32,
         filter: &RoomEventFilter,
     ) -> Result<Value> {
-        let membership = self
-            .require_reader(room_id, user)
-            .await
-            .map_err(|_| Error::not_found("Event not found"))?;
+        // Readers who were never in the room get 403 here; only /event folds that into 404.
+        let membership = self.require_reader(room_id, user).await?;
         let e = self
             .store
             .get_event(event_id.as_str())
@@ -290,7 +288,9 @@ impl Timeline {
         let end = after.last().map(|a| a.stream).unwrap_or(e.stream);
         let viewer = Some((user.as_str(), device));
         let mut state = Vec::new();
-        if let Some(group) = e.state_group_after.or(e.state_group_before) {
+        // The spec asks for the state at the last event returned.
+        let last = after.last().unwrap_or(&e);
+        if let Some(group) = last.state_group_after.or(last.state_group_before) {
             let map = self.rooms.state_map(group).await?;
             let mut wanted: Vec<&str> = before
                 .iter()
@@ -305,7 +305,9 @@ impl Timeline {
                 {
                     continue;
                 }
-                if let Some(v) = self.render_id(id.as_str()).await? {
+                if let Some(v) = self.render_id(id.as_str()).await?
+                    && filter.matches(t, v["sender"].as_str().unwrap_or_default())
+                {
                     state.push(v);
                 }
             }

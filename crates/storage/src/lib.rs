@@ -65,7 +65,9 @@ pub trait AccountStore: Send + Sync {
     async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<Vec<String>>;
     /// Deletes every device of the user except `keep` (if given).
     async fn delete_all_devices(&self, user_id: &str, keep: Option<&str>) -> Result<()>;
-    /// Users matching `term` who share a room with `searcher` or are in a public room.
+    /// Up to `limit + 1` users matching `term` (case-insensitively, in user id or display name) who
+    /// share a room with `searcher`, are joined to a public, world-readable or published room, or
+    /// whose user id is `term` exactly; best matches first.
     async fn search_users(&self, searcher: &str, term: &str, limit: u32)
     -> Result<Vec<UserRecord>>;
 }
@@ -115,6 +117,15 @@ pub trait RoomStore: Send + Sync {
     async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<MembershipRecord>>;
     async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<()>;
     async fn relations(&self, query: RelationQuery) -> Result<Vec<StoredEvent>>;
+    /// Like `relations`, also following relations of related events, up to `depth` levels.
+    async fn relations_recursive(
+        &self,
+        query: RelationQuery,
+        depth: u32,
+    ) -> Result<Vec<StoredEvent>>;
+    /// How many `m.thread` events point at `root`, and whether `user_id` sent one of them.
+    async fn thread_summary(&self, room_id: &str, root: &str, user_id: &str)
+    -> Result<(u64, bool)>;
     async fn threads(
         &self,
         room_id: &str,
@@ -153,6 +164,14 @@ pub trait UserDataStore: Send + Sync {
         up_to: i64,
     ) -> Result<Vec<AccountDataRecord>>;
     async fn set_receipt(&self, receipt: ReceiptRecord) -> Result<i64>;
+    /// The user's current receipt of one type and thread (`""` for unthreaded) in a room.
+    async fn get_receipt(
+        &self,
+        room_id: &str,
+        receipt_type: &str,
+        user_id: &str,
+        thread_id: &str,
+    ) -> Result<Option<ReceiptRecord>>;
     async fn receipts_since(
         &self,
         room_id: &str,
@@ -171,6 +190,9 @@ pub trait UserDataStore: Send + Sync {
     ) -> Result<Vec<PresenceRecord>>;
     async fn insert_media(&self, media: MediaRecord) -> Result<()>;
     async fn get_media(&self, media_id: &str) -> Result<Option<MediaRecord>>;
+    /// Fills in a media id reserved without content (empty `content_hash`) by its uploader;
+    /// false when it is unknown, someone else's or already has content.
+    async fn complete_media(&self, media: MediaRecord) -> Result<bool>;
 }
 
 /// Everything a Feldpost server stores; one engine implements all of it.

@@ -209,6 +209,7 @@ pub struct PresenceRecord {
 #[derive(Debug, Clone)]
 pub struct MediaRecord {
     pub media_id: String,
+    /// Hex SHA-256 of the content; empty while a created media id awaits its upload.
     pub content_hash: String,
     pub content_type: Option<String>,
     pub filename: Option<String>,

@@ -27,11 +27,7 @@ const VERSIONS: &[&str] = &[
 async fn versions() -> Json<Value> {
     Json(json!({
         "versions": VERSIONS,
-        "unstable_features": {
-            // Thread-aware receipts and notifications are implemented.
-            "org.matrix.msc3771": true,
-            "org.matrix.msc3773": true,
-        },
+        "unstable_features": {},
     }))
 }
 

@@ -67,9 +67,13 @@ async fn send(
     let s = &state.services;
     s.rate_limiter.check(Action::Message, r.user_id.as_str())?;
     s.rooms.require_joined(&room_id, &r.user_id).await?;
+    let content = Value::Object(content);
+    s.rooms
+        .validate_client_event(&room_id, &event_type, &content)
+        .await?;
     let new = NewPdu {
         kind: event_type,
-        content: Value::Object(content),
+        content,
         state_key: None,
         redacts: None,
         txn: Some((r.device_id.clone(), txn_id)),

@@ -52,8 +52,8 @@ async fn load_filter(
     let Some(f) = filter else {
         return Ok(Filter::default());
     };
-    if f.trim_start().starts_with('{') {
-        return serde_json::from_str(f)
+    if f.trim_start().starts_with(['{', '[', '"']) {
+        return feldpost_service::filter::parse_json(f)
             .map_err(|e| ApiError::new(ErrorKind::InvalidParam, format!("Invalid filter: {e}")));
     }
     let json = state
@@ -113,6 +113,12 @@ async fn create_filter(
         return Err(ApiError::new(
             ErrorKind::Forbidden,
             "Cannot create filters for other users",
+        ));
+    }
+    if !body.is_object() {
+        return Err(ApiError::new(
+            ErrorKind::BadJson,
+            "A filter must be a JSON object",
         ));
     }
     let filter: Filter = serde_json::from_value(body)
@@ -187,7 +193,7 @@ async fn messages(
     };
     let (from, to) = (token(&q.from)?, token(&q.to)?);
     let filter: RoomEventFilter = match q.filter.as_deref() {
-        Some(f) => serde_json::from_str(f)
+        Some(f) => feldpost_service::filter::parse_json(f)
             .map_err(|e| ApiError::new(ErrorKind::InvalidParam, format!("Invalid filter: {e}")))?,
         None => RoomEventFilter::default(),
     };

@@ -13,6 +13,7 @@ pub struct TestServer {
     pub base: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    pub services: std::sync::Arc<feldpost_service::Services>,
     handle: ShutdownHandle,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -47,12 +48,14 @@ impl TestServer {
         let app = Application::build(config).await.expect("build server");
         let addr = app.local_addr().expect("addr");
         let handle = app.shutdown_handle();
+        let services = app.services();
         let task = tokio::spawn(app.run_until_stopped());
         Self {
             addr,
             base: format!("http://{addr}"),
             http: reqwest::Client::builder().build().expect("client"),
             dir,
+            services,
             handle,
             task: Some(task),
         }

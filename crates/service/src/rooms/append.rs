@@ -52,6 +52,35 @@ impl NewPdu {
     }
 }
 
+/// Checks the content of the state events that authorization and server logic read, so that a malformed one
+/// is a `M_BAD_JSON` for the client rather than an authorization failure later.
+fn validate_state_content(kind: &str, content: &Value) -> Result<()> {
+    use ruma::events::room;
+    fn check<T: serde::de::DeserializeOwned>(kind: &str, content: &Value) -> Result<()> {
+        serde_json::from_value::<T>(content.clone())
+            .map(|_| ())
+            .map_err(|e| Error::bad_json(format!("invalid {kind} content: {e}")))
+    }
+    match kind {
+        "m.room.power_levels" => {
+            check::<room::power_levels::RoomPowerLevelsEventContent>(kind, content)
+        }
+        "m.room.join_rules" => check::<room::join_rules::RoomJoinRulesEventContent>(kind, content),
+        "m.room.member" => check::<room::member::RoomMemberEventContent>(kind, content),
+        "m.room.history_visibility" => {
+            check::<room::history_visibility::RoomHistoryVisibilityEventContent>(kind, content)
+        }
+        "m.room.guest_access" => {
+            check::<room::guest_access::RoomGuestAccessEventContent>(kind, content)
+        }
+        "m.room.canonical_alias" => {
+            check::<room::canonical_alias::RoomCanonicalAliasEventContent>(kind, content)
+        }
+        "m.room.encryption" => check::<room::encryption::RoomEncryptionEventContent>(kind, content),
+        _ => Ok(()),
+    }
+}
+
 fn to_canonical(v: Value) -> Result<CanonicalJsonValue> {
     CanonicalJsonValue::try_from(v)
         .map_err(|e| Error::bad_json(format!("content is not canonical JSON: {e}")))
@@ -144,6 +173,50 @@ impl Rooms {
             .await
     }
 
+    /// Checks what the spec asks servers to check of events that clients send: messages need a
+    /// `msgtype` and a textual `body`; a thread cannot start from an event that itself relates
+    /// to another.
+    pub async fn validate_client_event(
+        &self,
+        room_id: &RoomId,
+        kind: &str,
+        content: &Value,
+    ) -> Result<()> {
+        if kind == "m.room.message"
+            && (!content.get("msgtype").is_some_and(Value::is_string)
+                || !content.get("body").is_some_and(Value::is_string))
+        {
+            return Err(Error::bad_json(
+                "m.room.message needs a msgtype and a textual body",
+            ));
+        }
+        let relates = content.get("m.relates_to");
+        if relates
+            .and_then(|r| r.get("rel_type"))
+            .and_then(Value::as_str)
+            == Some("m.thread")
+        {
+            let target = relates
+                .and_then(|r| r.get("event_id"))
+                .and_then(Value::as_str)
+                .and_then(|id| OwnedEventId::try_from(id).ok())
+                .ok_or_else(|| Error::bad_json("m.thread relation without a valid event_id"))?;
+            let Some(root) = self.pdu(&target).await?.filter(|p| p.room_id == room_id) else {
+                return Err(Error::new(
+                    ErrorKind::Unknown,
+                    "Thread root not found in this room",
+                ));
+            };
+            if root.content_value().get("m.relates_to").is_some() {
+                return Err(Error::new(
+                    ErrorKind::Unknown,
+                    "Cannot start a thread from an event that has a relation",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Builds and signs a PDU on top of `tip`.
     async fn build(
         &self,
@@ -158,6 +231,9 @@ impl Rooms {
             .rules()
             .ok_or_else(|| Error::internal("unsupported room version"))?;
         let kind = TimelineEventType::from(new.kind.as_str());
+        if new.state_key.is_some() {
+            validate_state_content(&new.kind, &new.content)?;
+        }
         let mut content = new.content;
         if let (Some(r), true) = (&new.redacts, rules.redaction.keep_room_redaction_redacts)
             && let Value::Object(m) = &mut content
@@ -215,13 +291,25 @@ impl Rooms {
         if let (Some(r), false) = (&new.redacts, rules.redaction.keep_room_redaction_redacts) {
             obj.insert("redacts".into(), CanonicalJsonValue::String(r.to_string()));
         }
+        // Refuse oversized events before the costlier hashing and signing.
+        let unsigned_len = serde_json::to_vec(&obj)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if unsigned_len > MAX_PDU_BYTES {
+            return Err(Error::new(ErrorKind::TooLarge, "Event too large"));
+        }
         ruma::signatures::hash_and_sign_event(
             self.server_name.as_str(),
             &self.key.pair,
             &mut obj,
             &rules.redaction,
         )
-        .map_err(|e| Error::internal(format!("signing failed: {e}")))?;
+        .map_err(|e| match e {
+            ruma::signatures::JsonError::PduTooLarge => {
+                Error::new(ErrorKind::TooLarge, "Event too large")
+            }
+            other => Error::internal(format!("signing failed: {other}")),
+        })?;
         let hash = ruma::signatures::reference_hash(&obj, &rules).map_err(|e| match e {
             ruma::signatures::JsonError::PduTooLarge => {
                 Error::new(ErrorKind::TooLarge, "Event too large")
@@ -327,12 +415,25 @@ impl Rooms {
             }),
             _ => None,
         };
-        let relation = content.get("m.relates_to").and_then(|r| {
+        let mut relation = content.get("m.relates_to").and_then(|r| {
             Some(RelationUpdate {
                 rel_type: r.get("rel_type")?.as_str()?.to_owned(),
                 relates_to: r.get("event_id")?.as_str()?.to_owned(),
             })
         });
+        // A relation is only indexed when its target is an event of the same room.
+        if let Some(rel) = &relation {
+            let same_room = match OwnedEventId::try_from(rel.relates_to.as_str()) {
+                Ok(id) => self
+                    .pdu(&id)
+                    .await?
+                    .is_some_and(|t| t.room_id == pdu.room_id),
+                Err(_) => false,
+            };
+            if !same_room {
+                relation = None;
+            }
+        }
         let redaction = match &pdu.redacts {
             Some(target) if pdu.kind == TimelineEventType::RoomRedaction => {
                 match self.pdu(target).await? {

@@ -278,7 +278,7 @@ impl Rooms {
         if let Some(topic) = &req.topic {
             let content = json!({
                 "topic": topic,
-                "m.topic": [{"body": topic, "mimetype": "text/plain"}],
+                "m.topic": {"m.text": [{"body": topic, "mimetype": "text/plain"}]},
             });
             self.append(
                 &room_id,

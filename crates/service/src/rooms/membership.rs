@@ -59,6 +59,14 @@ impl Rooms {
             return Err(Error::forbidden("You are banned from this room"));
         }
         let content = member_content("join", Some(profile), reason, None);
+        // Joining again with an unchanged profile is a no-op, not a new event.
+        if let Some(current) = self
+            .state_event(room_id, "m.room.member", user.as_str())
+            .await?
+            && current.content_value() == content
+        {
+            return Ok(current);
+        }
         let (pdu, _) = self
             .append(
                 room_id,

@@ -300,29 +300,44 @@ impl AccountStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<UserRecord>> {
         let searcher = searcher.to_owned();
-        let pattern = format!(
-            "%{}%",
-            term.to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let exact = term.to_lowercase();
+        let escaped = exact
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let (pattern, prefix) = (format!("%{escaped}%"), format!("{escaped}%"));
         self.read(move |c| {
+            // Visible users: the searcher, anyone sharing a joined room with them, anyone joined to a
+            // public, world-readable or published room, and a user named by their exact id.
+            // Exact matches rank first, then prefix matches, then users with a display name.
             let sql = format!(
                 "SELECT {USER_COLS} FROM users u
                  WHERE u.deactivated = 0
                    AND (lower(u.user_id) LIKE ?2 ESCAPE '\\' OR lower(coalesce(u.displayname, '')) LIKE ?2 ESCAPE '\\')
-                   AND (u.user_id = ?1
+                   AND (u.user_id = ?1 OR lower(u.user_id) = ?4
                         OR EXISTS (SELECT 1 FROM memberships a JOIN memberships b ON a.room_id = b.room_id
                                    WHERE a.user_id = ?1 AND a.membership = 'join'
                                      AND b.user_id = u.user_id AND b.membership = 'join')
-                        OR EXISTS (SELECT 1 FROM memberships m JOIN rooms r ON r.room_id = m.room_id
-                                   WHERE m.user_id = u.user_id AND m.membership = 'join' AND r.published = 1))
-                 ORDER BY u.user_id LIMIT ?3"
+                        OR EXISTS (SELECT 1 FROM memberships m
+                                   WHERE m.user_id = u.user_id AND m.membership = 'join'
+                                     AND (EXISTS (SELECT 1 FROM rooms r WHERE r.room_id = m.room_id AND r.published = 1)
+                                          OR EXISTS (SELECT 1 FROM current_state cs JOIN events e ON e.event_id = cs.event_id
+                                                     WHERE cs.room_id = m.room_id AND cs.state_key = ''
+                                                       AND ((cs.event_type = 'm.room.join_rules'
+                                                             AND json_extract(e.json, '$.content.join_rule') = 'public')
+                                                         OR (cs.event_type = 'm.room.history_visibility'
+                                                             AND json_extract(e.json, '$.content.history_visibility') = 'world_readable'))))))
+                 ORDER BY (lower(u.user_id) = ?4 OR lower(coalesce(u.displayname, '')) = ?4) DESC,
+                          (substr(lower(u.user_id), 2) LIKE ?5 ESCAPE '\\' OR lower(coalesce(u.displayname, '')) LIKE ?5 ESCAPE '\\') DESC,
+                          u.displayname IS NULL, u.user_id
+                 LIMIT ?3"
             );
             let mut st = c.prepare(&sql)?;
             let rows = st
-                .query_map(params![searcher, pattern, limit + 1], user_row)?
+                .query_map(
+                    params![searcher, pattern, i64::from(limit) + 1, exact, prefix],
+                    user_row,
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })

@@ -200,6 +200,66 @@ fn get_events(c: &Connection, ids: &[String]) -> Result<Vec<StoredEvent>> {
     Ok(out)
 }
 
+/// Events relating to `q.event_id`, and (for `depth` > 1) events relating to those, up to `depth`
+/// levels; the type filters and bounds apply to every level. Each event has one parent, so the
+/// walk is a tree and cannot loop.
+fn relations(c: &Connection, q: &RelationQuery, depth: u32) -> Result<Vec<StoredEvent>> {
+    let mut args = vec![
+        Value::Text(q.event_id.clone()),
+        Value::Text(q.room_id.clone()),
+        Value::Integer(i64::from(depth)),
+    ];
+    let mut cond = String::new();
+    if let Some(rt) = &q.rel_type {
+        args.push(Value::Text(rt.clone()));
+        cond.push_str(&format!(" AND r.rel_type = ?{}", args.len()));
+    }
+    if let Some(et) = &q.event_type {
+        args.push(Value::Text(et.clone()));
+        cond.push_str(&format!(" AND r.event_type = ?{}", args.len()));
+    }
+    let (cmp_from, cmp_to, order) = if q.forward {
+        (">", "<", "ASC")
+    } else {
+        ("<", ">", "DESC")
+    };
+    if let Some(from) = q.from {
+        args.push(Value::Integer(from));
+        cond.push_str(&format!(" AND r.stream {cmp_from} ?{}", args.len()));
+    }
+    if let Some(to) = q.to {
+        args.push(Value::Integer(to));
+        cond.push_str(&format!(" AND r.stream {cmp_to}= ?{}", args.len()));
+    }
+    args.push(Value::Integer(i64::from(q.limit)));
+    let cols = EVENT_COLS
+        .split(", ")
+        .map(|c| format!("e.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Direct relations page straight off the (relates_to, stream) index; ?3 is then unused.
+    let source = if depth > 1 {
+        "(WITH RECURSIVE tree(event_id, level) AS (
+            SELECT event_id, 1 FROM event_relations WHERE relates_to = ?1 AND room_id = ?2
+            UNION ALL
+            SELECT x.event_id, tree.level + 1 FROM event_relations x
+            JOIN tree ON x.relates_to = tree.event_id
+            WHERE tree.level < ?3 AND x.room_id = ?2
+         ) SELECT r.* FROM tree JOIN event_relations r ON r.event_id = tree.event_id)"
+    } else {
+        "(SELECT * FROM event_relations WHERE relates_to = ?1 AND room_id = ?2)"
+    };
+    let sql = format!(
+        "SELECT {cols} FROM {source} r JOIN events e ON e.event_id = r.event_id
+         WHERE 1 = 1{cond} ORDER BY r.stream {order} LIMIT ?{}",
+        args.len()
+    );
+    let mut st = c.prepare(&sql)?;
+    Ok(st
+        .query_map(params_from_iter(args), event_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 #[async_trait]
 impl RoomStore for SqliteStore {
     async fn create_room(&self, room: NewRoom) -> Result<()> {
@@ -476,35 +536,27 @@ impl RoomStore for SqliteStore {
     }
 
     async fn relations(&self, q: RelationQuery) -> Result<Vec<StoredEvent>> {
+        self.read(move |c| relations(c, &q, 1)).await
+    }
+
+    async fn relations_recursive(&self, q: RelationQuery, depth: u32) -> Result<Vec<StoredEvent>> {
+        self.read(move |c| relations(c, &q, depth.max(1))).await
+    }
+
+    async fn thread_summary(
+        &self,
+        room_id: &str,
+        root: &str,
+        user_id: &str,
+    ) -> Result<(u64, bool)> {
+        let (r, t, u) = (room_id.to_owned(), root.to_owned(), user_id.to_owned());
         self.read(move |c| {
-            let mut args = vec![Value::Text(q.event_id.clone()), Value::Text(q.room_id.clone())];
-            let mut cond = String::new();
-            if let Some(rt) = &q.rel_type {
-                args.push(Value::Text(rt.clone()));
-                cond.push_str(&format!(" AND r.rel_type = ?{}", args.len()));
-            }
-            if let Some(et) = &q.event_type {
-                args.push(Value::Text(et.clone()));
-                cond.push_str(&format!(" AND r.event_type = ?{}", args.len()));
-            }
-            let (cmp_from, cmp_to, order) = if q.forward { (">", "<", "ASC") } else { ("<", ">", "DESC") };
-            if let Some(from) = q.from {
-                args.push(Value::Integer(from));
-                cond.push_str(&format!(" AND r.stream {cmp_from} ?{}", args.len()));
-            }
-            if let Some(to) = q.to {
-                args.push(Value::Integer(to));
-                cond.push_str(&format!(" AND r.stream {cmp_to}= ?{}", args.len()));
-            }
-            args.push(Value::Integer(q.limit as i64));
-            let cols = EVENT_COLS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
-            let sql = format!(
-                "SELECT {cols} FROM event_relations r JOIN events e ON e.event_id = r.event_id
-                 WHERE r.relates_to = ?1 AND r.room_id = ?2{cond} ORDER BY r.stream {order} LIMIT ?{}",
-                args.len()
-            );
-            let mut st = c.prepare(&sql)?;
-            Ok(st.query_map(params_from_iter(args), event_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(c.query_row(
+                "SELECT count(*), coalesce(max(sender = ?3), 0) FROM event_relations
+                 WHERE relates_to = ?2 AND room_id = ?1 AND rel_type = 'm.thread'",
+                params![r, t, u],
+                |row| Ok((row.get::<_, i64>(0)?.max(0) as u64, row.get::<_, bool>(1)?)),
+            )?)
         })
         .await
     }
@@ -532,7 +584,7 @@ impl RoomStore for SqliteStore {
                    (SELECT relates_to, max(stream) AS latest FROM event_relations
                     WHERE room_id = ?1 AND rel_type = 'm.thread' GROUP BY relates_to) t
                  JOIN events e ON e.event_id = t.relates_to
-                 WHERE t.latest < ?2{participant_cond}
+                 WHERE e.room_id = ?1 AND t.latest < ?2{participant_cond}
                  ORDER BY t.latest DESC LIMIT ?3"
             );
             let mut st = c.prepare(&sql)?;

@@ -122,6 +122,31 @@ impl UserDataStore for SqliteStore {
         .await
     }
 
+    async fn get_receipt(
+        &self,
+        room_id: &str,
+        receipt_type: &str,
+        user_id: &str,
+        thread_id: &str,
+    ) -> Result<Option<ReceiptRecord>> {
+        let (r, k, u, t) = (
+            room_id.to_owned(),
+            receipt_type.to_owned(),
+            user_id.to_owned(),
+            thread_id.to_owned(),
+        );
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream FROM receipts
+                 WHERE room_id = ?1 AND receipt_type = ?2 AND user_id = ?3 AND thread_id = ?4",
+                params![r, k, u, t],
+                receipt_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     async fn receipts_since(
         &self,
         room_id: &str,
@@ -260,6 +285,25 @@ impl UserDataStore for SqliteStore {
                 },
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn complete_media(&self, m: MediaRecord) -> Result<bool> {
+        self.write(move |tx, _| {
+            let n = tx.execute(
+                "UPDATE media SET content_hash = ?2, content_type = ?3, filename = ?4, size = ?5
+                 WHERE media_id = ?1 AND uploader = ?6 AND content_hash = ''",
+                params![
+                    m.media_id,
+                    m.content_hash,
+                    m.content_type,
+                    m.filename,
+                    m.size,
+                    m.uploader
+                ],
+            )?;
+            Ok(n == 1)
         })
         .await
     }
