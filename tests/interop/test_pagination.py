@@ -1,8 +1,11 @@
 """Scenario 2: /messages backwards and forwards over 30 messages with nio's room_messages."""
 
+import json
+import urllib.parse
+
 from nio import MessageDirection, RoomMessagesResponse, RoomMessageText
 
-from interop_helpers import initial_sync, send, shared_room
+from interop_helpers import initial_sync, raw, send, shared_room
 
 N = 30
 
@@ -103,3 +106,50 @@ async def test_messages_start_is_the_from_token(alice, bob):
     assert nxt.start == page.end, (nxt.start, page.end)
     assert page.start == synced.next_batch, (
         f"from={synced.next_batch!r} (a sync token) but start={page.start!r}")
+
+
+async def test_messages_with_filters(alice, bob):
+    room_id, _, _ = await shared_room(alice, bob)
+    sent = []
+    for i in range(N):
+        sent.append(await send(alice, room_id, {"msgtype": "m.text", "body": f"gefiltert {i:02d}"}))
+        if i % 10 == 9:
+            # Some state in between, which the filter must leave out.
+            resp = await alice.room_put_state(room_id, "m.room.topic", {"topic": f"Thema {i}"})
+            assert hasattr(resp, "event_id"), resp
+    now = await initial_sync(bob)
+
+    # Only messages, backwards, 7 at a time: exactly the 30, newest first.
+    only_messages = {"types": ["m.room.message"]}
+    ids, token = [], now.next_batch
+    for _ in range(20):
+        page = await bob.room_messages(room_id, start=token, direction=MessageDirection.back, limit=7,
+                                       message_filter=only_messages)
+        assert isinstance(page, RoomMessagesResponse), page
+        assert all(e.source["type"] == "m.room.message" for e in page.chunk), [e.source["type"] for e in page.chunk]
+        ids.extend(e.event_id for e in page.chunk)
+        if not page.chunk or not page.end:
+            break
+        token = page.end
+    assert ids == list(reversed(sent)), ids
+
+    # Everything but messages, forwards from the start: the room's state events, topics included.
+    page = await bob.room_messages(room_id, direction=MessageDirection.front, limit=50,
+                                   message_filter={"not_types": ["m.room.message"]})
+    assert isinstance(page, RoomMessagesResponse), page
+    types = [e.source["type"] for e in page.chunk]
+    assert types[0] == "m.room.create" and "m.room.message" not in types, types
+    assert [e.source["content"]["topic"] for e in page.chunk if e.source["type"] == "m.room.topic"][-3:] == \
+        ["Thema 9", "Thema 19", "Thema 29"], types
+
+    # Lazy-loading members: the page's `state` carries the member events of its senders. nio's
+    # RoomMessagesResponse drops `state`, so this one is a raw request.
+    path = (f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/messages?dir=b&limit=5"
+            f"&from={urllib.parse.quote(now.next_batch)}&filter="
+            + urllib.parse.quote(json.dumps({"lazy_load_members": True, "types": ["m.room.message"]})))
+    status, body, _ = await raw(bob, "GET", path)
+    assert status == 200, (status, body)
+    assert [e["event_id"] for e in body["chunk"]] == list(reversed(sent[-5:])), body["chunk"]
+    members = {e["state_key"]: e["content"].get("membership") for e in body.get("state", [])
+               if e.get("type") == "m.room.member"}
+    assert members == {alice.user_id: "join"}, members

@@ -15,7 +15,7 @@ from nio import (
 )
 from nio.api import RelationshipType
 
-from interop_helpers import by_id, has_ids, raw, send, shared_room, wait_for_events
+from interop_helpers import by_id, has_ids, initial_sync, raw, send, shared_room, timeline, wait_for_events
 
 
 def q(s: str) -> str:
@@ -140,6 +140,12 @@ async def test_reactions_edits_replies_redactions(alice, bob):
     assert in_page is not None, [e.event_id for e in page.chunk]
     assert in_page.source["content"] == {}, in_page.source
     assert "hunter2" not in str(page.chunk), "redacted text still served by /messages"
+
+    # And through a fresh sync.
+    fresh = await initial_sync(bob, sync_filter={"room": {"timeline": {"limit": 50}}})
+    in_sync = by_id(timeline(fresh, room_id), secret)
+    assert in_sync is not None, [e.event_id for e in timeline(fresh, room_id)]
+    assert in_sync.source["content"] == {}, in_sync.source
 
     # A redacted reaction no longer relates to anything: its relation went with its content.
     body = await relations_raw(bob, room_id, original, "m.annotation")

@@ -58,6 +58,20 @@ impl FromRequestParts<AppState> for Auth {
         let token = access_token(parts)
             .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
         let requester = state.services.accounts.authenticate(&token).await?;
+        if state.services.accounts.touch_due(&requester) {
+            let ip = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_default();
+            let (services, r) = (state.services.clone(), requester.clone());
+            // Last-seen data is informational: written off the request path.
+            tokio::spawn(async move {
+                if let Err(e) = services.accounts.touch_device(&r, &ip).await {
+                    tracing::debug!(error = %e, "could not record device activity");
+                }
+            });
+        }
         Ok(Auth(requester))
     }
 }

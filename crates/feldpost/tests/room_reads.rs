@@ -733,7 +733,11 @@ async fn relations_across_rooms_are_ignored() {
             thread_reply(&root, "from b"),
         )
         .await;
-    assert_eq!((s, body["errcode"].as_str()), (400, Some("M_UNKNOWN")), "{body}");
+    assert_eq!(
+        (s, body["errcode"].as_str()),
+        (400, Some("M_UNKNOWN")),
+        "{body}"
+    );
     // …and other relations across rooms are stored as events but never indexed.
     send(&srv, &alice, &b, "m.reaction", reaction(&root, "x")).await;
 

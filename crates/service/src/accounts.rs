@@ -37,7 +37,12 @@ pub struct Accounts {
     store: Arc<dyn Store>,
     server_name: OwnedServerName,
     config: RegistrationConfig,
+    /// When each device's last-seen data was last written; bounds those writes to one per
+    /// device per interval instead of one per request.
+    last_touch: parking_lot::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
 }
+
+const TOUCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -69,6 +74,7 @@ impl Accounts {
             store,
             server_name,
             config,
+            last_touch: Default::default(),
         }
     }
 
@@ -385,6 +391,23 @@ impl Accounts {
 
     pub async fn delete_devices(&self, user_id: &UserId, ids: &[String]) -> Result<Vec<String>> {
         Ok(self.store.delete_devices(user_id.as_str(), ids).await?)
+    }
+
+    /// Whether the device's last-seen data is due for an update; marks it updated if so.
+    pub fn touch_due(&self, r: &Requester) -> bool {
+        let mut map = self.last_touch.lock();
+        if map.len() > 500_000 {
+            map.clear();
+        }
+        let key = (r.user_id.to_string(), r.device_id.clone());
+        let now = std::time::Instant::now();
+        match map.get(&key) {
+            Some(t) if now.duration_since(*t) < TOUCH_INTERVAL => false,
+            _ => {
+                map.insert(key, now);
+                true
+            }
+        }
     }
 
     pub async fn touch_device(&self, r: &Requester, ip: &str) -> Result<()> {

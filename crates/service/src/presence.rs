@@ -58,6 +58,19 @@ impl Presence {
         Ok(())
     }
 
+    /// Applies a sync's `set_presence`: written only when the state changes or the stored
+    /// activity is more than a minute old, so that long-polling does not write on every request.
+    pub async fn set_from_sync(&self, user: &UserId, state: &str) -> Result<()> {
+        if let Some(current) = self.store.get_presence(user.as_str()).await? {
+            let fresh = now_ms() - current.last_active_ms < 60_000;
+            if current.state == state && (fresh || state != "online") {
+                return Ok(());
+            }
+            return self.set(user, state, current.status_msg.as_deref()).await;
+        }
+        self.set(user, state, None).await
+    }
+
     /// The presence of `target` as `viewer` may see it: their own, or that of someone sharing a
     /// joined room with them. A user who never set any is `offline`.
     pub async fn get(&self, viewer: &UserId, target: &UserId) -> Result<Value> {

@@ -565,7 +565,7 @@ impl Sync {
                 let mut content = json!({
                     "presence": p.state,
                     "last_active_ago": (now - p.last_active_ms).max(0),
-                    "currently_active": p.state == "online",
+                    "currently_active": p.state == "online" && now - p.last_active_ms < 300_000,
                 });
                 if let Some(msg) = p.status_msg {
                     content["status_msg"] = json!(msg);

@@ -54,12 +54,12 @@ impl Typing {
             let mut rooms = self.rooms.lock();
             let room = rooms.entry(room_id.to_owned()).or_default();
             let changed = if typing {
+                let now = Instant::now();
+                // An entry that has expired but not yet been swept counts as absent.
+                let was_typing = room.users.get(user_id).is_some_and(|until| *until > now);
                 room.users
-                    .insert(
-                        user_id.to_owned(),
-                        Instant::now() + timeout.min(MAX_TIMEOUT),
-                    )
-                    .is_none()
+                    .insert(user_id.to_owned(), now + timeout.min(MAX_TIMEOUT));
+                !was_typing
             } else {
                 room.users.remove(user_id).is_some()
             };

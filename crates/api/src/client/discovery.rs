@@ -60,6 +60,7 @@ async fn capabilities(State(state): State<AppState>, Auth(_): Auth) -> ApiResult
             "m.room_versions": {"default": state.services.rooms.default_version().as_str(), "available": available},
             "m.set_displayname": {"enabled": true},
             "m.set_avatar_url": {"enabled": true},
+            "m.profile_fields": {"enabled": true, "allowed": ["displayname", "avatar_url"]},
             "m.3pid_changes": {"enabled": false},
             "m.get_login_token": {"enabled": false},
         }

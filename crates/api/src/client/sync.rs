@@ -76,7 +76,10 @@ async fn sync(
     let since = q.since.as_deref().map(parse_since).transpose()?;
     let filter = load_filter(&state, &r.user_id, q.filter.as_deref()).await?;
     match q.set_presence.as_deref() {
-        None | Some("online") | Some("offline") | Some("unavailable") => {}
+        None => {}
+        Some(p @ ("online" | "offline" | "unavailable")) => {
+            s.presence.set_from_sync(&r.user_id, p).await?
+        }
         Some(_) => {
             return Err(ApiError::new(
                 ErrorKind::InvalidParam,
@@ -213,7 +216,9 @@ async fn messages(
             &filter,
         )
         .await?;
-    let mut body = json!({"chunk": page.chunk, "start": page.start, "state": page.state});
+    // `start` echoes the `from` token the client gave, as the spec requires.
+    let start = q.from.clone().unwrap_or(page.start);
+    let mut body = json!({"chunk": page.chunk, "start": start, "state": page.state});
     if let Some(end) = page.end {
         body["end"] = json!(end);
     }
