@@ -1,21 +1,41 @@
-//! Versioned schema migrations. Each entry runs once, in order, inside a transaction; the applied
-//! version is kept in `PRAGMA user_version`.
+//! Schema migrations. Each has a unique name and runs once, inside a transaction; applied names are
+//! recorded in `schema_migrations`. They run in list order, and each must stand on its own (touch
+//! only its own tables), so that work landing in any order stays consistent.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::Result;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_foundation.sql")];
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_foundation",
+    include_str!("migrations/0001_foundation.sql"),
+)];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {
-    let current: usize =
-        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_ms INTEGER NOT NULL)")?;
+    for (name, sql) in MIGRATIONS {
+        let done: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM schema_migrations WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_some() {
+            continue;
+        }
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        tx.execute(
+            "INSERT INTO schema_migrations (name, applied_ms) VALUES (?1, ?2)",
+            rusqlite::params![name, now],
+        )?;
         tx.commit()?;
-        tracing::info!(version = i + 1, "applied schema migration");
+        tracing::info!(migration = name, "applied schema migration");
     }
     Ok(())
 }
