@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
@@ -214,11 +213,3 @@ async def raw(client: AsyncClient, method: str, path: str, body: Any = None,
     except ValueError:
         parsed = None
     return resp.status, parsed, raw_body
-
-
-class Stopwatch:
-    def __init__(self):
-        self.t0 = time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0

@@ -10,10 +10,22 @@ from nio import (
     RoomCreateResponse,
     RoomInviteResponse,
     RoomMessageText,
+    RoomSendError,
     SyncResponse,
 )
 
-from interop_helpers import WAIT, by_id, initial_sync, send, sync_until, sync_while, timeline
+from interop_helpers import (
+    WAIT,
+    by_id,
+    has_ids,
+    initial_sync,
+    send,
+    shared_room,
+    sync_until,
+    sync_while,
+    timeline,
+    wait_for_events,
+)
 
 
 async def _send_while_polling(sender, receiver, receiver_since, room_id, body):
@@ -171,3 +183,31 @@ async def test_long_poll_waits_when_nothing_happens(alice, bob):
         if empty:
             assert took >= 1.2, f"an empty sync with timeout=1500 returned after {took:.2f}s"
             break
+
+
+async def test_transactions_unicode_and_size_limit(alice, bob):
+    room_id, _, b_since = await shared_room(alice, bob)
+
+    # The same transaction id twice is one event (nio lets the caller choose the id).
+    tx_id = uuid.uuid4().hex
+    first = await send(alice, room_id, {"msgtype": "m.text", "body": "einmal"}, tx_id=tx_id)
+    second = await send(alice, room_id, {"msgtype": "m.text", "body": "einmal"}, tx_id=tx_id)
+    assert first == second, (first, second)
+
+    # Text outside ASCII, and a long message close to the 64 KiB event limit, arrive intact.
+    fancy = "Grüße 👋🏽 — 測試 — \u202eRTL\u202c — \"quoted\" \\ back\\slash \x7f"
+    fancy_id = await send(alice, room_id, {"msgtype": "m.text", "body": fancy})
+    long_body = "x" * 60_000
+    long_id = await send(alice, room_id, {"msgtype": "m.text", "body": long_body})
+
+    # Over 64 KiB is refused with M_TOO_LARGE (and nothing is stored).
+    too_big = await alice.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": "y" * 70_000})
+    assert isinstance(too_big, RoomSendError), too_big
+    assert too_big.status_code == "M_TOO_LARGE", too_big
+    assert too_big.transport_response.status == 413, too_big.transport_response.status
+
+    events, _ = await wait_for_events(bob, b_since, room_id, has_ids(first, fancy_id, long_id))
+    assert [e.event_id for e in events].count(first) == 1
+    assert by_id(events, fancy_id).body == fancy
+    assert by_id(events, long_id).body == long_body
+    assert not any("yyyy" in getattr(e, "body", "") for e in events)

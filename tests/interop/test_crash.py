@@ -21,8 +21,10 @@ from nio import (
     MemoryDownloadResponse,
     MessageDirection,
     RoomCreateResponse,
+    RoomGetStateEventResponse,
     RoomInviteResponse,
     RoomMessagesResponse,
+    RoomPutStateResponse,
     RoomSendResponse,
     SyncResponse,
     UploadResponse,
@@ -30,7 +32,7 @@ from nio import (
 )
 
 from conftest import Server
-from interop_helpers import has_ids, make_user, timeline, wait_for_events
+from interop_helpers import has_ids, initial_sync, make_user, timeline, wait_for_events
 
 SENDERS = 4
 BURST_SECONDS = 2.0
@@ -42,14 +44,15 @@ def no_retry_config() -> AsyncClientConfig:
 
 
 async def _all_room_events(client, room_id, limit=100, max_pages=500):
-    ids = []
+    """Every event of the room, newest first, through /messages."""
+    events = []
     token = None
     for _ in range(max_pages):
         resp = await client.room_messages(room_id, start=token, direction=MessageDirection.back, limit=limit)
         assert isinstance(resp, RoomMessagesResponse), resp
-        ids.extend(resp.chunk)
+        events.extend(resp.chunk)
         if not resp.chunk or not resp.end:
-            return ids
+            return events
         token = resp.end
     raise AssertionError("pagination did not finish")
 
@@ -120,6 +123,35 @@ async def _scenario(srv: Server):
                 refused.append(resp)
                 return
 
+    # One more writer changes the room's topic over and over (state events, one at a time).
+    topics_acked: list[tuple[str, str]] = []   # (event_id, topic)
+    topic_unanswered: list[str] = []
+
+    async def topic_writer():
+        nonlocal in_flight
+        i = 0
+        while not killed.is_set():
+            topic = f"Thema {i:05d}"
+            i += 1
+            in_flight += 1
+            try:
+                resp = await sender.room_put_state(room_id, "m.room.topic", {"topic": topic})
+            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+                if not killed.is_set():
+                    refused.append(exc)
+                    return
+                topic_unanswered.append(topic)
+                continue
+            finally:
+                in_flight -= 1
+            if isinstance(resp, RoomPutStateResponse):
+                topics_acked.append((resp.event_id, topic))
+            elif killed.is_set():
+                topic_unanswered.append(topic)
+            else:
+                refused.append(resp)
+                return
+
     # bob long-polls all along; whatever sync showed him before the kill must survive it too.
     synced: list[str] = []
     reader_since = first.next_batch
@@ -142,6 +174,7 @@ async def _scenario(srv: Server):
 
     reading = asyncio.create_task(read())
     tasks = [asyncio.create_task(worker(w)) for w in range(SENDERS)]
+    tasks.append(asyncio.create_task(topic_writer()))
     t0 = time.monotonic()
     # Wait (bounded) for the burst to get going, then let it run for the rest of ~2 seconds.
     while len(acked) < 20 and time.monotonic() - t0 < 20 and not refused:
@@ -151,7 +184,6 @@ async def _scenario(srv: Server):
     await asyncio.sleep(max(0.0, BURST_SECONDS - (time.monotonic() - t0)))
 
     inflight_at_kill = in_flight
-    acked_at_kill = len(acked)
     srv.proc.send_signal(signal.SIGKILL)
     killed.set()
     await asyncio.to_thread(srv.proc.wait, 30)
@@ -163,8 +195,6 @@ async def _scenario(srv: Server):
 
     assert inflight_at_kill > 0, "no request was in flight when the server was killed"
     assert not refused, refused
-    # Responses read after the signal was sent were still written by the server before it died.
-    assert len(acked) >= acked_at_kill
 
     # Start again on the same data directory (same port).
     srv.start()
@@ -182,6 +212,14 @@ async def _scenario(srv: Server):
         missing = [(eid, body) for eid, body, _ in acked if eid not in present]
         assert not missing, (f"{len(missing)} of {len(acked)} acknowledged events lost after SIGKILL, "
                              f"e.g. {missing[:5]}")
+        lost_topics = [eid for eid, _ in topics_acked if eid not in present]
+        assert not lost_topics, f"{len(lost_topics)} of {len(topics_acked)} acknowledged state events lost"
+        # The room's state is the last acknowledged topic, or the one in flight at the kill.
+        assert topics_acked, "no topic change was acknowledged"
+        state = await client.room_get_state_event(room_id, "m.room.topic")
+        assert isinstance(state, RoomGetStateEventResponse), state
+        allowed = [topics_acked[-1][1]] + topic_unanswered
+        assert state.content.get("topic") in allowed, (state.content, allowed)
         lost_synced = [eid for eid in synced if eid not in present]
         assert not lost_synced, f"{len(lost_synced)} events served by /sync before the kill are gone"
         # Each worker sent sequentially, so its acknowledged events are in the timeline in that order.
@@ -208,6 +246,9 @@ async def _scenario(srv: Server):
         assert not dupes, f"retried transactions created duplicates: {dupes[:5]}"
         expected = {body for _, body, _ in acked} | {body for _, body in unanswered}
         assert set(bodies) == expected, (len(set(bodies)), len(expected))
+        # Current state as a fresh sync reports it agrees with the state endpoint.
+        await initial_sync(client, full_state=True)
+        assert client.rooms[room_id].topic == state.content.get("topic"), (client.rooms[room_id].topic, state.content)
 
         # The server works normally: a new message arrives through sync, and a new user can register.
         first = await client.sync(timeout=0)
@@ -229,7 +270,8 @@ async def _scenario(srv: Server):
         await newcomer.close()
     finally:
         await client.close()
-    print(f"acknowledged={len(acked)} unanswered={len(unanswered)} (committed: {committed_unanswered}) "
+    print(f"topics acknowledged={len(topics_acked)} unanswered={topic_unanswered} "
+          f"acknowledged={len(acked)} unanswered={len(unanswered)} (committed: {committed_unanswered}) "
           f"in_flight_at_kill={inflight_at_kill} seen_by_sync={len(synced)}")
 
 

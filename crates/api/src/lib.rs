@@ -2,16 +2,20 @@
 //! admin and push), with Matrix error mapping. Handlers parse, authenticate and call services;
 //! they never touch storage.
 
+mod admin;
 pub mod client;
+mod console;
+mod enrollment_page;
 pub mod error;
 pub mod extract;
+pub mod push;
 mod router;
 
 use std::sync::Arc;
 
 use feldpost_service::Services;
 
-pub use router::router;
+pub use router::{admin_router, router};
 
 /// Shared state of every handler.
 #[derive(Clone)]

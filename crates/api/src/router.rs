@@ -10,8 +10,8 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
-use crate::client;
 use crate::error::{ApiError, json_response};
+use crate::{admin, client, console, enrollment_page};
 
 async fn unrecognized() -> ApiError {
     ApiError::new(ErrorKind::Unrecognized, "Unrecognized request")
@@ -44,7 +44,29 @@ async fn method_not_allowed(req: axum::extract::Request, next: axum::middleware:
     resp
 }
 
+/// The main listener: the client API and the public enrollment pages, and the admin API and
+/// console unless `[admin] listen` gives them a listener of their own.
 pub fn router(state: AppState) -> Router {
+    let mut routes = Router::new()
+        .merge(client::routes(&state))
+        .merge(crate::push::routes())
+        .merge(enrollment_page::routes());
+    if state.services.config.admin.listen.is_none() {
+        routes = routes.merge(admin::routes()).merge(console::routes());
+    }
+    with_layers(routes, state)
+}
+
+/// The separate admin listener: the admin API, the console, and the login the console uses.
+pub fn admin_router(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(admin::routes())
+        .merge(console::routes())
+        .merge(client::account::session_routes());
+    with_layers(routes, state)
+}
+
+fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
     let max_json = state.services.config.limits.max_json_body;
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -61,8 +83,7 @@ pub fn router(state: AppState) -> Router {
             header::ACCEPT,
             header::HeaderName::from_static("x-requested-with"),
         ]);
-    Router::new()
-        .merge(client::routes(&state))
+    routes
         .fallback(unrecognized)
         .layer(DefaultBodyLimit::max(max_json))
         .layer(axum::middleware::from_fn(method_not_allowed))

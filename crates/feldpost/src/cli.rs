@@ -1,4 +1,4 @@
-//! The command line: `feldpost serve` and its flags.
+//! The command line: `feldpost serve` and its flags, and `feldpost admin …` (see `admin_cli`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the homeserver.
     Serve(ServeArgs),
+    /// Administer users, enrollments and registration tokens on the data directory.
+    Admin(crate::admin_cli::AdminArgs),
 }
 
 #[derive(clap::Args, Debug, Default)]

@@ -19,8 +19,13 @@ async fn main() -> anyhow::Result<()> {
                     "open registration is ON: anyone who can reach this server can create an account"
                 );
             }
+            let config_path = args.config.clone();
             let app = Application::build(config).await?;
             tracing::info!(addr = %app.local_addr()?, server_name = %app.services().server_name, "Feldpost listening");
+            if let Some(addr) = app.admin_addr() {
+                tracing::info!(addr = %addr, "admin API and console listening");
+            }
+            first_admin_hint(&app, config_path.as_deref()).await;
             let handle = app.shutdown_handle();
             tokio::spawn(async move {
                 wait_for_signal().await;
@@ -30,8 +35,32 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await?;
             tracing::info!("stopped");
         }
+        Command::Admin(args) => {
+            init_logging(&LogFormat::Pretty, "warn");
+            if let Err(e) = feldpost::admin_cli::run(args).await {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
+}
+
+/// A server without any admin says once, at start, how to create the first one.
+async fn first_admin_hint(app: &Application, config: Option<&std::path::Path>) {
+    let services = app.services();
+    if services.admin.has_admin().await.unwrap_or(true) {
+        return;
+    }
+    let mut cmd = String::from("feldpost admin");
+    if let Some(c) = config {
+        cmd.push_str(&format!(" --config {}", c.display()));
+    }
+    cmd.push_str(&format!(
+        " --data-dir {} user create NAME --admin --password-stdin",
+        services.config.data_dir.display()
+    ));
+    tracing::warn!(command = %cmd, "this server has no admin yet; create the first one with this command");
 }
 
 fn init_logging(format: &LogFormat, level: &str) {

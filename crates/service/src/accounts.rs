@@ -13,6 +13,7 @@ use ruma::{OwnedServerName, OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
 
 use crate::config::RegistrationConfig;
+use crate::notifier::Notifier;
 use crate::rooms::append::now_ms;
 use crate::rooms::membership::Profile;
 use crate::{Error, ErrorKind, Result};
@@ -37,6 +38,8 @@ pub struct Accounts {
     store: Arc<dyn Store>,
     server_name: OwnedServerName,
     config: RegistrationConfig,
+    /// Wakes the syncs that report device-list changes when devices are deleted.
+    notifier: Arc<Notifier>,
     /// When each device's last-seen data was last written; bounds those writes to one per
     /// device per interval instead of one per request.
     last_touch: parking_lot::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
@@ -74,8 +77,16 @@ impl Accounts {
             store,
             server_name,
             config,
+            notifier: Arc::new(Notifier::default()),
             last_touch: Default::default(),
         }
+    }
+
+    /// Wakes parked syncs through `notifier` when devices are deleted (without it, as in offline
+    /// admin commands, nobody is parked to be woken).
+    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     pub fn registration_open(&self) -> bool {
@@ -306,13 +317,25 @@ impl Accounts {
                 std::slice::from_ref(&requester.device_id),
             )
             .await?;
-        Ok(())
+        self.devices_removed(&requester.user_id).await
     }
 
     pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
         self.store
             .delete_all_devices(user_id.as_str(), None)
             .await?;
+        self.devices_removed(user_id).await
+    }
+
+    /// Deleting devices deletes their end-to-end encryption keys too (in the same transaction),
+    /// which changes the user's device list: the syncs that report it are woken.
+    async fn devices_removed(&self, user_id: &UserId) -> Result<()> {
+        self.notifier.wake_user(user_id.as_str());
+        for m in self.store.rooms_for_user(user_id.as_str()).await? {
+            if m.membership == "join" {
+                self.notifier.wake_room(&m.room_id);
+            }
+        }
         Ok(())
     }
 
@@ -331,12 +354,14 @@ impl Accounts {
             self.store
                 .delete_all_devices(requester.user_id.as_str(), Some(&requester.device_id))
                 .await?;
+            self.devices_removed(&requester.user_id).await?;
         }
         Ok(())
     }
 
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         self.store.deactivate_user(user_id.as_str()).await?;
+        self.devices_removed(user_id).await?;
         tracing::info!(user = %user_id, "deactivated user");
         Ok(())
     }
@@ -390,7 +415,9 @@ impl Accounts {
     }
 
     pub async fn delete_devices(&self, user_id: &UserId, ids: &[String]) -> Result<Vec<String>> {
-        Ok(self.store.delete_devices(user_id.as_str(), ids).await?)
+        let deleted = self.store.delete_devices(user_id.as_str(), ids).await?;
+        self.devices_removed(user_id).await?;
+        Ok(deleted)
     }
 
     /// Whether the device's last-seen data is due for an update; marks it updated if so.

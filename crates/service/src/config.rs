@@ -22,6 +22,9 @@ pub struct Config {
     pub log: LogConfig,
     pub outbound: OutboundConfig,
     pub rooms: RoomsConfig,
+    /// Push: delivery, the built-in gateway and distributor, quiet hours (`crate::push::config`).
+    pub push: crate::push::config::PushConfig,
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -38,6 +41,8 @@ impl Default for Config {
             log: LogConfig::default(),
             outbound: OutboundConfig::default(),
             rooms: RoomsConfig::default(),
+            push: crate::push::config::PushConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -51,6 +56,9 @@ pub struct RegistrationConfig {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub min_password_length: usize,
+    /// Secret for shared-secret registration through the admin API (`/_synapse/admin/v1/register`);
+    /// that registration is off while it is unset.
+    pub shared_secret: Option<String>,
 }
 
 impl Default for RegistrationConfig {
@@ -60,6 +68,7 @@ impl Default for RegistrationConfig {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             min_password_length: 8,
+            shared_secret: None,
         }
     }
 }
@@ -199,6 +208,32 @@ fn is_internal(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
                 || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+        }
+    }
+}
+
+/// The admin API, the admin console and the accounts the server itself uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A separate listener for the admin API and console (e.g. on an internal interface); the
+    /// main listener then no longer serves them. Default: both on the main listener.
+    pub listen: Option<SocketAddr>,
+    /// How long an enrollment stays usable unless its creator says otherwise.
+    pub enrollment_lifetime_minutes: u64,
+    /// Localpart of the account that sends server notices.
+    pub notices_localpart: String,
+    /// Display name of that account.
+    pub notices_displayname: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            enrollment_lifetime_minutes: 15,
+            notices_localpart: "feldpost-notices".into(),
+            notices_displayname: "Feldpost".into(),
         }
     }
 }

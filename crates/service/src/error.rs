@@ -37,6 +37,9 @@ pub enum ErrorKind {
     NotYetUploaded,
     CannotOverwriteMedia,
     BadAlias,
+    /// A signature that does not verify (cross-signing uploads).
+    InvalidSignature,
+    CannotLeaveServerNoticeRoom,
     /// `M_UNKNOWN` with the status of a server fault: something on our side failed.
     Internal,
 }
@@ -72,6 +75,8 @@ impl ErrorKind {
             NotYetUploaded => "M_NOT_YET_UPLOADED",
             CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
             BadAlias => "M_BAD_ALIAS",
+            InvalidSignature => "M_INVALID_SIGNATURE",
+            CannotLeaveServerNoticeRoom => "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
         }
     }
 
@@ -79,7 +84,7 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         use ErrorKind::*;
         match self {
-            Forbidden | UserDeactivated | GuestAccessForbidden => 403,
+            Forbidden | UserDeactivated | GuestAccessForbidden | CannotLeaveServerNoticeRoom => 403,
             UnknownToken { .. } | MissingToken | Unauthorized => 401,
             NotFound => 404,
             LimitExceeded { .. } => 429,

@@ -4,22 +4,29 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod admin;
 pub mod config;
 pub mod directory;
+pub mod enrollment;
 mod error;
 pub mod filter;
+pub mod key_backup;
+pub mod keys;
 pub mod media;
 pub mod notifier;
 pub mod pdu;
 pub mod presence;
 pub mod profile;
+pub mod push;
 pub mod ratelimit;
 pub mod receipts;
 pub mod relations;
 pub mod rooms;
+pub mod server_notices;
 pub mod signing_key;
 pub mod sync;
 pub mod timeline;
+pub mod to_device;
 pub mod typing;
 pub mod uia;
 
@@ -53,7 +60,7 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     pub key: Arc<SigningKey>,
     pub notifier: Arc<Notifier>,
-    pub accounts: Accounts,
+    pub accounts: Arc<Accounts>,
     pub rooms: Arc<Rooms>,
     pub timeline: Arc<Timeline>,
     pub typing: Arc<Typing>,
@@ -62,11 +69,18 @@ pub struct Services {
     pub account_data: Arc<AccountData>,
     pub receipts: Receipts,
     pub presence: Presence,
-    pub profiles: Profiles,
+    pub profiles: Arc<Profiles>,
     pub sync: Sync,
     pub uia: Uia,
     pub rate_limiter: RateLimiter,
     pub media: Media,
+    pub push: Arc<push::Push>,
+    pub keys: keys::Keys,
+    pub to_device: to_device::ToDevice,
+    pub key_backup: key_backup::KeyBackup,
+    pub registration_tokens: enrollment::RegistrationTokens,
+    pub server_notices: server_notices::ServerNotices,
+    pub admin: admin::Admin,
 }
 
 impl Services {
@@ -114,7 +128,14 @@ impl Services {
             account_data.clone(),
         );
         let presence = Presence::new(store.clone(), notifier.clone());
-        let profiles = Profiles::new(store.clone(), rooms.clone());
+        let profiles = Arc::new(Profiles::new(store.clone(), rooms.clone()));
+        let push = Arc::new(push::Push::new(
+            &config,
+            store.clone(),
+            rooms.clone(),
+            account_data.clone(),
+            notifier.clone(),
+        )?);
         let sync = Sync::new(
             store.clone(),
             rooms.clone(),
@@ -122,20 +143,59 @@ impl Services {
             typing.clone(),
             notifier.clone(),
             config.limits.max_timeline_limit,
-        );
+        )
+        .with_push(push.clone());
         let media = Media::open(
             store.clone(),
             server_name.clone(),
             config.data_dir.join("media"),
             config.media.max_upload_size,
         )?;
-        Ok(Arc::new(Self {
-            media,
-            accounts: Accounts::new(
+        let accounts = Arc::new(
+            Accounts::new(
                 store.clone(),
                 server_name.clone(),
                 config.registration.clone(),
-            ),
+            )
+            .with_notifier(notifier.clone()),
+        );
+        let registration_tokens = enrollment::RegistrationTokens::new(
+            store.clone(),
+            server_name.clone(),
+            config.admin.enrollment_lifetime_minutes,
+        );
+        let server_notices = server_notices::ServerNotices::new(
+            store.clone(),
+            rooms.clone(),
+            account_data.clone(),
+            server_name.clone(),
+            &config.admin.notices_localpart,
+            &config.admin.notices_displayname,
+        )?;
+        let admin = admin::Admin::new(
+            store.clone(),
+            accounts.clone(),
+            profiles.clone(),
+            rooms.clone(),
+            timeline.clone(),
+            server_name.clone(),
+            config.registration.shared_secret.clone(),
+            server_notices.user_id().to_owned(),
+        );
+        let keys = keys::Keys::new(store.clone(), notifier.clone(), server_name.clone());
+        let to_device =
+            to_device::ToDevice::new(store.clone(), notifier.clone(), server_name.clone());
+        let key_backup = key_backup::KeyBackup::new(store.clone());
+        Ok(Arc::new(Self {
+            media,
+            push,
+            keys,
+            to_device,
+            key_backup,
+            accounts,
+            registration_tokens,
+            server_notices,
+            admin,
             rate_limiter: RateLimiter::new(config.rate_limits.clone()),
             uia: Uia::default(),
             config,
@@ -158,6 +218,8 @@ impl Services {
 
     /// Periodic upkeep: typing timeouts, notifier pruning.
     pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        // Push evaluation, pusher queues and the distributor run in tasks of their own.
+        self.push.start();
         let s = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));

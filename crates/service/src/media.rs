@@ -336,6 +336,10 @@ impl Media {
                 .await?
                 .ok_or_else(unknown_media)?;
             if !rec.content_hash.is_empty() {
+                // Quarantined by an operator: gone, as far as anyone downloading can tell.
+                if self.store.media_quarantined_by(media_id).await?.is_some() {
+                    return Err(unknown_media());
+                }
                 return Ok(rec);
             }
             if expired(&rec) {

@@ -16,27 +16,49 @@ use crate::timeline::{Timeline, position_token};
 use crate::typing::Typing;
 use crate::{Error, Result};
 
-/// A sync token: the stream position and the typing counter it covers.
+/// A sync token: the stream position and the typing counter it covers, and — only when a sync
+/// delivered fewer send-to-device messages than were waiting — the position of the last message
+/// it delivered (`s<stream>_<typing>_<to_device>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyncToken {
     pub stream: i64,
     pub typing: u64,
+    pub to_device: Option<i64>,
 }
 
 impl SyncToken {
     pub fn parse(s: &str) -> Option<Self> {
         let rest = s.strip_prefix('s')?;
-        let (a, b) = rest.split_once('_')?;
+        let mut parts = rest.split('_');
+        let stream = parts.next()?.parse().ok().filter(|v: &i64| *v >= 0)?;
+        let typing = parts.next()?.parse().ok()?;
+        let to_device = match parts.next() {
+            Some(t) => Some(t.parse().ok().filter(|v: &i64| *v >= 0 && *v <= stream)?),
+            None => None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
         Some(Self {
-            stream: a.parse().ok().filter(|v: &i64| *v >= 0)?,
-            typing: b.parse().ok()?,
+            stream,
+            typing,
+            to_device,
         })
+    }
+
+    /// The position up to which the client has received its send-to-device messages.
+    pub fn to_device_position(&self) -> i64 {
+        self.to_device.unwrap_or(self.stream)
     }
 }
 
 impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s{}_{}", self.stream, self.typing)
+        write!(f, "s{}_{}", self.stream, self.typing)?;
+        if let Some(t) = self.to_device {
+            write!(f, "_{t}")?;
+        }
+        Ok(())
     }
 }
 
@@ -55,6 +77,8 @@ pub struct Sync {
     notifier: Arc<Notifier>,
     default_timeline_limit: u32,
     max_timeline_limit: u32,
+    /// Unread counts and default push rules (`push::sync_counts`).
+    push: Option<Arc<crate::push::Push>>,
 }
 
 /// State events to strip into `invite_state`.
@@ -85,7 +109,14 @@ impl Sync {
             notifier,
             default_timeline_limit: 10,
             max_timeline_limit,
+            push: None,
         }
+    }
+
+    /// Adds unread notification counts (and the default push rules) to sync responses.
+    pub fn with_push(mut self, push: Arc<crate::push::Push>) -> Self {
+        self.push = Some(push);
+        self
     }
 
     /// Answers a sync, waiting up to `timeout` for something new when incremental.
@@ -97,6 +128,17 @@ impl Sync {
         shutdown: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + req.timeout;
+        // End-to-end encryption: a `since` token shows which send-to-device messages the device
+        // received; they are deleted now, so that none is delivered twice.
+        if let Some(since) = req.since {
+            crate::to_device::acknowledge(
+                self.store.as_ref(),
+                user.as_str(),
+                device,
+                since.to_device_position(),
+            )
+            .await?;
+        }
         loop {
             // Subscribe before reading so that a change during the read still wakes us.
             let memberships = self.store.rooms_for_user(user.as_str()).await?;
@@ -140,6 +182,7 @@ impl Sync {
         let now = SyncToken {
             stream: self.store.current_position(),
             typing: self.typing.current(),
+            to_device: None,
         };
         let since = req.since.unwrap_or_default();
         let initial = req.since.is_none();
@@ -244,6 +287,19 @@ impl Sync {
                 }
             }
         }
+        // Push: unread counts of joined rooms, rooms whose counts changed, default push rules.
+        if let Some(push) = &self.push {
+            anything |= crate::push::sync_counts::add_to_sync(
+                push,
+                user,
+                (since.stream, now.stream, initial),
+                filter,
+                memberships,
+                &mut join,
+                &mut account_data,
+            )
+            .await?;
+        }
         anything |= !account_data.is_empty();
 
         let presence = self
@@ -257,22 +313,64 @@ impl Sync {
             .await?;
         anything |= !presence.is_empty();
 
-        let next = if since.stream > now.stream {
+        // --- End-to-end encryption (see keys.rs and to_device.rs) ---
+        let inbox = crate::to_device::inbox(
+            self.store.as_ref(),
+            user.as_str(),
+            device,
+            if initial {
+                0
+            } else {
+                since.to_device_position()
+            },
+            now.stream,
+        )
+        .await?;
+        // Initial syncs leave `device_lists` empty, as the spec allows: the client queries the
+        // keys of everyone it shares an encrypted room with after an initial sync anyway.
+        let device_lists = if initial {
+            crate::keys::DeviceListDelta::default()
+        } else {
+            crate::keys::device_list_delta(
+                self.store.as_ref(),
+                user.as_str(),
+                since.stream,
+                now.stream,
+            )
+            .await?
+        };
+        let key_counts =
+            crate::keys::one_time_key_counts(self.store.as_ref(), user.as_str(), device).await?;
+        let fallback_types = self
+            .store
+            .unused_fallback_key_types(user.as_str(), device)
+            .await?;
+        anything |= !inbox.events.is_empty()
+            || !device_lists.changed.is_empty()
+            || !device_lists.left.is_empty();
+        // --- end of end-to-end encryption ---
+
+        let mut next = if since.stream > now.stream {
             SyncToken {
                 stream: since.stream,
                 typing: now.typing,
+                to_device: None,
             }
         } else {
             now
         };
+        // More messages are waiting than one response carries: the next sync resumes after the
+        // last one delivered.
+        next.to_device = inbox.resume_after;
         let body = json!({
             "next_batch": next.to_string(),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
             "account_data": {"events": account_data},
             "presence": {"events": presence},
-            "to_device": {"events": []},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
+            "to_device": {"events": inbox.events},
+            "device_lists": {"changed": device_lists.changed, "left": device_lists.left},
+            "device_one_time_keys_count": key_counts,
+            "device_unused_fallback_key_types": fallback_types,
         });
         Ok((body, !anything))
     }
@@ -576,7 +674,7 @@ impl Sync {
     }
 }
 
-fn empty_joined_room() -> Value {
+pub(crate) fn empty_joined_room() -> Value {
     json!({
         "timeline": {"events": [], "limited": false},
         "state": {"events": []},

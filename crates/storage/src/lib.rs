@@ -2,10 +2,16 @@
 //! implements them. A PostgreSQL engine will implement the same traits; nothing above this crate
 //! sees SQL.
 
+mod admin_records;
+mod key_records;
+mod push_records;
 mod records;
 pub mod sqlite;
 
+pub use admin_records::*;
 use async_trait::async_trait;
+pub use key_records::*;
+pub use push_records::*;
 pub use records::*;
 
 /// Errors from a storage engine. Callers map `Conflict` and `NotFound` to Matrix errors; anything
@@ -195,8 +201,311 @@ pub trait UserDataStore: Send + Sync {
     async fn complete_media(&self, media: MediaRecord) -> Result<bool>;
 }
 
+/// Administration: registration tokens and enrollments, the admin audit trail, listings for
+/// operators, room purges and blocks, media quarantine and server-notice rooms.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
+    /// Stores a new token; `Conflict` when the token exists.
+    async fn create_registration_token(&self, token: NewRegistrationToken) -> Result<i64>;
+    /// The token with this hash, its pending count taken at `now_ms`.
+    async fn registration_token(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<RegistrationTokenRecord>>;
+    async fn registration_token_by_id(
+        &self,
+        id: i64,
+        now_ms: i64,
+    ) -> Result<Option<RegistrationTokenRecord>>;
+    /// Every token (enrollments with `enrollments`, plain tokens without), newest first.
+    async fn registration_tokens(
+        &self,
+        enrollments: bool,
+        now_ms: i64,
+    ) -> Result<Vec<RegistrationTokenRecord>>;
+    /// Applies an update; false when the token is unknown.
+    async fn update_registration_token(
+        &self,
+        token_hash: &str,
+        update: RegistrationTokenUpdate,
+    ) -> Result<bool>;
+    async fn delete_registration_token(&self, token_hash: &str) -> Result<bool>;
+    /// Marks a token revoked and drops its reservations; false when unknown or already revoked.
+    async fn revoke_registration_token(&self, id: i64, now_ms: i64) -> Result<bool>;
+    /// Atomically checks that the token is usable (known, not revoked or expired, and with a use
+    /// left counting completed registrations and other sessions' live reservations) and
+    /// reserves it for `session` until `expires_ms`.
+    async fn reserve_registration_token(
+        &self,
+        token_hash: &str,
+        session: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Reservation>;
+    /// The live reservation of `session`, if any.
+    async fn reserved_token(&self, session: &str, now_ms: i64) -> Result<Option<ClaimedToken>>;
+    /// Turns the live reservation of `session` into a completed use: the reservation goes, the
+    /// token's `completed` count rises. `None` when there is no live reservation or the token
+    /// has been revoked meanwhile.
+    async fn claim_registration_token(
+        &self,
+        session: &str,
+        now_ms: i64,
+    ) -> Result<Option<ClaimedToken>>;
+    /// Gives back the use of a claim whose registration failed. The registration's UIA session
+    /// ended with the claim, so no reservation is restored: a retry starts over.
+    async fn unclaim_registration_token(&self, claim: &ClaimedToken) -> Result<()>;
+    async fn record_registration_token_use(
+        &self,
+        token_id: i64,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<()>;
+    async fn release_registration_token(&self, session: &str) -> Result<()>;
+
+    async fn append_admin_audit(&self, entry: NewAuditEntry) -> Result<i64>;
+    /// Audit entries with id below `before` (all when `None`), newest first.
+    async fn admin_audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    /// A page of users and the number of users matching the filters.
+    async fn list_users(&self, query: UserListQuery) -> Result<(Vec<UserListEntry>, u64)>;
+    async fn set_user_admin(&self, user_id: &str, admin: bool) -> Result<bool>;
+    async fn reactivate_user(&self, user_id: &str) -> Result<bool>;
+    /// Active (not deactivated) server admins.
+    async fn count_admins(&self) -> Result<u64>;
+    /// `(room_id, user_id)` of deactivated users still joined, invited or knocking somewhere.
+    async fn deactivated_memberships(&self) -> Result<Vec<(String, String)>>;
+
+    async fn list_rooms(&self, query: RoomListQuery) -> Result<(Vec<RoomListEntry>, u64)>;
+    async fn room_details(&self, room_id: &str, server_name: &str)
+    -> Result<Option<RoomListEntry>>;
+    /// Removes the room and everything stored about it.
+    async fn purge_room(&self, room_id: &str) -> Result<()>;
+    async fn set_room_blocked(&self, room_id: &str, by: Option<&str>, now_ms: i64) -> Result<()>;
+    /// Who blocked the room, if it is blocked.
+    async fn room_blocked_by(&self, room_id: &str) -> Result<Option<String>>;
+    /// JSON of the room's events that carry a URL.
+    async fn room_events_with_urls(&self, room_id: &str) -> Result<Vec<String>>;
+
+    async fn list_user_media(
+        &self,
+        user_id: &str,
+        from: u64,
+        limit: u64,
+        order: MediaOrder,
+        descending: bool,
+    ) -> Result<(Vec<MediaAdminEntry>, u64)>;
+    /// Quarantines (`by` some) or releases (`by` none) media; returns how many changed.
+    async fn set_media_quarantine(
+        &self,
+        media_ids: &[String],
+        by: Option<&str>,
+        now_ms: i64,
+    ) -> Result<u64>;
+    async fn media_quarantined_by(&self, media_id: &str) -> Result<Option<String>>;
+    async fn user_media_ids(&self, user_id: &str) -> Result<Vec<String>>;
+
+    async fn server_notice_room(&self, user_id: &str) -> Result<Option<String>>;
+    async fn set_server_notice_room(&self, user_id: &str, room_id: &str) -> Result<()>;
+    /// The user a server-notice room belongs to.
+    async fn server_notice_room_owner(&self, room_id: &str) -> Result<Option<String>>;
+}
+
+/// End-to-end encryption: device and cross-signing keys, one-time and fallback keys, signatures,
+/// device-list changes, send-to-device messages and key backups. Deleting a device (through
+/// `AccountStore`) removes its keys and pending messages in the same transaction.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Stores a device's upload in one transaction. New or changed device keys record a
+    /// device-list change and drop the signatures made of the old keys.
+    async fn upload_keys(&self, upload: KeyUpload) -> Result<KeyUploadOutcome>;
+    async fn device_keys(&self, user_id: &str, device_id: &str) -> Result<Option<String>>;
+    /// Keys of the user's existing devices: all of them when `device_ids` is empty.
+    async fn user_device_keys(
+        &self,
+        user_id: &str,
+        device_ids: &[String],
+    ) -> Result<Vec<DeviceKeysRecord>>;
+    /// Unclaimed one-time keys of a device, per algorithm.
+    async fn one_time_key_counts(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<Vec<(String, u64)>>;
+    /// Algorithms for which the device has a fallback key that no claim has handed out yet.
+    async fn unused_fallback_key_types(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<Vec<String>>;
+    /// Hands out one key per claim in one transaction: the device's oldest one-time key of the
+    /// algorithm (removed), else its fallback key (marked used). Claims that find none are skipped.
+    async fn claim_keys(&self, claims: Vec<KeyClaim>) -> Result<Vec<ClaimedKey>>;
+    async fn cross_signing_keys(&self, user_id: &str) -> Result<Vec<CrossSigningKeyRecord>>;
+    /// Stores cross-signing keys, removes the key types in `remove`, drops signatures of a
+    /// replaced master key and records a device-list change for the user.
+    async fn set_cross_signing_keys(
+        &self,
+        user_id: &str,
+        keys: Vec<CrossSigningKeyRecord>,
+        remove: Vec<String>,
+    ) -> Result<()>;
+    /// Every stored signature of the user's keys (the services filter what a viewer may see).
+    async fn signatures_of(&self, target_user_id: &str) -> Result<Vec<SignatureRecord>>;
+    /// Stores signatures and records device-list changes: `(user, viewer)`, where a viewer of
+    /// `None` means everyone sharing a room with the user.
+    async fn add_signatures(
+        &self,
+        signatures: Vec<SignatureRecord>,
+        changes: Vec<(String, Option<String>)>,
+    ) -> Result<()>;
+    /// Users with a device-list change in `(after, up_to]` meant for everyone or for `viewer`.
+    async fn device_list_changes(
+        &self,
+        viewer: &str,
+        after: i64,
+        up_to: i64,
+    ) -> Result<Vec<String>>;
+    /// Users who are joined to a room the user is joined to (the user included).
+    async fn users_sharing_room(&self, user_id: &str) -> Result<Vec<String>>;
+    /// Current memberships changed in `(after, up_to]` in rooms where the user is joined or whose
+    /// own membership changed in that window (the user's own rows included).
+    async fn membership_changes(
+        &self,
+        user_id: &str,
+        after: i64,
+        up_to: i64,
+    ) -> Result<Vec<MembershipRecord>>;
+    /// Queues messages to existing devices of local users, one stream position each, unless the
+    /// sending device already used `txn_id` (then `None`). Returns the users who got a message.
+    async fn queue_to_device(
+        &self,
+        sender: &str,
+        sender_device: &str,
+        txn_id: &str,
+        event_type: &str,
+        messages: Vec<NewToDevice>,
+    ) -> Result<Option<Vec<String>>>;
+    /// Queued messages of a device in `(after, up_to]`, oldest first, at most `limit`.
+    async fn to_device_inbox(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        after: i64,
+        up_to: i64,
+        limit: u32,
+    ) -> Result<Vec<ToDeviceRecord>>;
+    /// Deletes the device's messages up to and including `up_to` (the client has them).
+    async fn ack_to_device(&self, user_id: &str, device_id: &str, up_to: i64) -> Result<()>;
+    /// Creates a backup version (the new current one) and returns its number.
+    async fn create_backup(&self, user_id: &str, algorithm: &str, auth_data: &str) -> Result<i64>;
+    /// A backup version that is not deleted: the given one, or the current (highest) one.
+    async fn backup_version(
+        &self,
+        user_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<BackupVersionRecord>>;
+    /// False when the version does not exist or is deleted.
+    async fn update_backup_auth_data(
+        &self,
+        user_id: &str,
+        version: i64,
+        auth_data: &str,
+    ) -> Result<bool>;
+    /// Deletes a version and its keys; false only when it never existed.
+    async fn delete_backup(&self, user_id: &str, version: i64) -> Result<bool>;
+    /// Stores keys in the current version. A key replaces the stored key of its session only
+    /// when `better(new, old)`.
+    async fn put_backup_keys(
+        &self,
+        user_id: &str,
+        version: i64,
+        keys: Vec<BackupKeyRecord>,
+        better: BetterBackupKey,
+    ) -> Result<BackupWrite>;
+    /// Keys of a version (`None` when the version does not exist), optionally of one room or
+    /// one session only.
+    async fn backup_keys(
+        &self,
+        user_id: &str,
+        version: i64,
+        room_id: Option<&str>,
+        session_id: Option<&str>,
+    ) -> Result<Option<Vec<BackupKeyRecord>>>;
+    async fn delete_backup_keys(
+        &self,
+        user_id: &str,
+        version: i64,
+        room_id: Option<&str>,
+        session_id: Option<&str>,
+    ) -> Result<BackupWrite>;
+}
+
+/// Push: pushers, notifications from push-rule evaluation and the unread counts built on them.
+#[async_trait]
+pub trait PushStore: Send + Sync {
+    /// Creates or updates the user's pusher for (app id, pushkey). Unless `append`, pushers with
+    /// the same app id and pushkey of other users are removed. A new pusher starts after the
+    /// user's latest notification, so that it does not replay old ones.
+    async fn set_pusher(&self, pusher: PusherRecord, append: bool) -> Result<()>;
+    /// Removes one pusher of the user; false when there was none.
+    async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<bool>;
+    async fn pushers_for_user(&self, user_id: &str) -> Result<Vec<PusherRecord>>;
+    async fn all_pushers(&self) -> Result<Vec<PusherRecord>>;
+    /// Records that notifications up to `last_notification_id` were handed to the gateway.
+    async fn set_pusher_progress(
+        &self,
+        user_id: &str,
+        app_id: &str,
+        pushkey: &str,
+        last_notification_id: i64,
+    ) -> Result<()>;
+    /// Stores the notifications one event produced, at one new stream position, which it returns.
+    async fn add_notifications(&self, notifications: Vec<NewNotification>) -> Result<i64>;
+    /// The user's notifications with id below `before` (all when `None`), newest first.
+    async fn notifications(
+        &self,
+        user_id: &str,
+        before: Option<i64>,
+        limit: u32,
+        only_highlight: bool,
+    ) -> Result<Vec<NotificationRecord>>;
+    /// Notifications of the user to be pushed with id above `after`, oldest first.
+    async fn pending_pushes(
+        &self,
+        user_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>>;
+    /// The stream positions of the events the user's read receipts (public or private) point at
+    /// in a room, by thread id (`""` for the unthreaded receipt).
+    async fn read_positions(&self, user_id: &str, room_id: &str) -> Result<Vec<(String, i64)>>;
+    /// Unread counts per thread of a room: notifications of events after `floor` (or, for a
+    /// thread listed in `thread_floors`, after the larger of the two).
+    async fn unread_counts(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        floor: i64,
+        thread_floors: Vec<(String, i64)>,
+    ) -> Result<Vec<ThreadCount>>;
+    /// Unread notifications across the rooms the user is joined to (after their join and their
+    /// unthreaded receipts), for the badge count that every push carries.
+    async fn unread_total(&self, user_id: &str) -> Result<u64>;
+    /// Rooms in which the user's notifications changed in stream positions `(after, up_to]`.
+    async fn rooms_with_new_notifications(
+        &self,
+        user_id: &str,
+        after: i64,
+        up_to: i64,
+    ) -> Result<Vec<String>>;
+}
+
 /// Everything a Feldpost server stores; one engine implements all of it.
-pub trait Store: AccountStore + RoomStore + UserDataStore {
+pub trait Store:
+    AccountStore + RoomStore + UserDataStore + AdminStore + KeyStore + PushStore
+{
     /// The highest stream position whose writes are committed and visible.
     fn current_position(&self) -> i64;
 }

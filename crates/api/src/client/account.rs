@@ -10,10 +10,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::discovery::base_url;
+use super::registration_token;
 use super::uia::{AuthData, identified_user, require_password};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, ClientIp, Json as Body, Query};
+
+/// What the admin console needs on a separate admin listener: password login, logout, whoami.
+pub fn session_routes() -> Router<AppState> {
+    Router::new()
+        .route("/_matrix/client/v3/login", get(login_flows).post(login))
+        .route("/_matrix/client/v3/logout", post(logout))
+        .route("/_matrix/client/v3/account/whoami", get(whoami))
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -45,7 +54,11 @@ struct RegisterBody {
     refresh_token: bool,
 }
 
-const DUMMY_FLOWS: &[&[&str]] = &[&["m.login.dummy"]];
+/// With open registration anyone may register; a registration token (an enrollment, say)
+/// still works, and sets the display name an enrollment carries.
+const OPEN_FLOWS: &[&[&str]] = &[&["m.login.dummy"], &[registration_token::STAGE]];
+/// Closed registration (the default): a valid registration token is the way in.
+const TOKEN_FLOWS: &[&[&str]] = &[&[registration_token::STAGE]];
 
 async fn register(
     State(state): State<AppState>,
@@ -69,12 +82,8 @@ async fn register(
             ));
         }
     }
-    if !s.accounts.registration_open() {
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            "Registration is disabled",
-        ));
-    }
+    let open = s.accounts.registration_open();
+    let flows = if open { OPEN_FLOWS } else { TOKEN_FLOWS };
     s.rate_limiter.check(Action::Registration, &ip)?;
     // Refuse bad or taken usernames before any auth round-trip.
     if let Some(name) = &body.username {
@@ -89,7 +98,7 @@ async fn register(
     let purpose = "register";
     let Some(auth) = body.auth else {
         return Err(ApiError::Uia(
-            s.uia.challenge(None, purpose, DUMMY_FLOWS, None).body,
+            s.uia.challenge(None, purpose, flows, None).body,
         ));
     };
     // A single-stage flow may be completed in the first request, without a session.
@@ -97,14 +106,37 @@ async fn register(
         .session
         .clone()
         .unwrap_or_else(|| feldpost_service::accounts::random_id(24));
-    if auth.kind.as_deref() != Some("m.login.dummy")
-        || !s
-            .uia
-            .complete_stage(&session, purpose, "m.login.dummy", DUMMY_FLOWS)
-    {
+    let done = match auth.kind.as_deref() {
+        Some("m.login.dummy") if open => {
+            s.uia
+                .complete_stage(&session, purpose, "m.login.dummy", flows)
+        }
+        Some(registration_token::STAGE) => {
+            if let Err(e) = registration_token::complete_stage(
+                &state,
+                &session,
+                auth.token.as_deref(),
+                body.username.as_deref(),
+            )
+            .await
+            {
+                return Err(registration_token::failed(
+                    &state,
+                    auth.session.as_deref(),
+                    purpose,
+                    flows,
+                    e,
+                ));
+            }
+            s.uia
+                .complete_stage(&session, purpose, registration_token::STAGE, flows)
+        }
+        _ => false,
+    };
+    if !done {
         return Err(ApiError::Uia(
             s.uia
-                .challenge(auth.session.as_deref(), purpose, DUMMY_FLOWS, None)
+                .challenge(auth.session.as_deref(), purpose, flows, None)
                 .body,
         ));
     }
@@ -112,10 +144,39 @@ async fn register(
         .password
         .as_deref()
         .ok_or_else(|| ApiError::new(ErrorKind::MissingParam, "password missing"))?;
-    let user_id = s
+    // A session that passed the token stage takes its reserved use now; the use is given back
+    // if the account cannot be created after all.
+    let claim = s
+        .registration_tokens
+        .claim(&session, body.username.as_deref().unwrap_or(""))
+        .await?;
+    if claim.is_none() && !open {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "A registration token is required",
+        ));
+    }
+    let user_id = match s
         .accounts
         .register(body.username.as_deref(), Some(password), false)
-        .await?;
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            if let Some(c) = &claim
+                && let Err(e) = s.registration_tokens.unclaim(c).await
+            {
+                tracing::warn!(error = %e, "could not give back a registration token use");
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(c) = &claim {
+        s.registration_tokens.finish(c, &user_id).await?;
+        if let Some(name) = &c.displayname {
+            s.accounts.set_displayname(&user_id, Some(name)).await?;
+        }
+    }
     if body.inhibit_login {
         return Ok(Json(json!({"user_id": user_id})));
     }

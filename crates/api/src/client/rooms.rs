@@ -176,6 +176,11 @@ async fn leave(
     let room_id: OwnedRoomId = parse_id(&room_id, "room id")?;
     state
         .services
+        .server_notices
+        .check_leave(&room_id, &r.user_id)
+        .await?;
+    state
+        .services
         .rooms
         .leave(&room_id, &r.user_id, body.reason.as_deref())
         .await?;

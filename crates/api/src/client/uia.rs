@@ -16,6 +16,8 @@ pub struct AuthData {
     pub password: Option<String>,
     pub identifier: Option<Value>,
     pub user: Option<String>,
+    /// For `m.login.registration_token`.
+    pub token: Option<String>,
 }
 
 /// The user named in a login-style `identifier` (or the deprecated `user` field).

@@ -245,3 +245,15 @@ pub fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Makes a registered user a server admin through the service layer, as an operator's
+/// `feldpost admin user set-admin` would.
+pub async fn make_admin(srv: &TestServer, u: &User) {
+    let changed = srv
+        .services
+        .store
+        .set_user_admin(&u.user_id, true)
+        .await
+        .expect("set admin");
+    assert!(changed, "no such user {}", u.user_id);
+}

@@ -508,6 +508,8 @@ impl Rooms {
             // The target learns of invites, joins and kicks through its user key.
             self.notifier.wake_user(user);
         }
+        // Push evaluation runs in the background; this only queues the event.
+        self.publish_new_event(&pdu, persisted.stream);
         Ok((pdu, persisted.stream))
     }
 }

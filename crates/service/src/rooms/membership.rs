@@ -55,6 +55,7 @@ impl Rooms {
             // Joining over federation comes with the federation issue.
             return Err(Error::not_found("This server does not know the room"));
         }
+        self.check_not_blocked(room_id).await?;
         if self.membership_of(room_id, user).await?.as_deref() == Some("ban") {
             return Err(Error::forbidden("You are banned from this room"));
         }
@@ -87,6 +88,7 @@ impl Rooms {
         is_direct: bool,
     ) -> Result<Arc<Pdu>> {
         self.require_joined(room_id, sender).await?;
+        self.check_not_blocked(room_id).await?;
         match self.membership_of(room_id, target).await?.as_deref() {
             Some("ban") => return Err(Error::forbidden("The user is banned from this room")),
             Some("join") => return Err(Error::forbidden("The user is already joined")),

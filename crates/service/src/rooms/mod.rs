@@ -5,6 +5,7 @@
 pub(crate) mod append;
 pub mod create;
 pub mod membership;
+mod purge;
 pub mod state;
 pub mod visibility;
 
@@ -44,6 +45,9 @@ pub struct Rooms {
     tips: Mutex<HashMap<OwnedRoomId, RoomTip>>,
     pub(crate) state_cache: Mutex<HashMap<i64, Arc<StateMap>>>,
     event_cache: Mutex<HashMap<OwnedEventId, Arc<Pdu>>>,
+    /// Where every newly stored event goes after commit (push evaluation), off the send path.
+    event_sink:
+        std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::push::NewEventNotice>>,
 }
 
 const EVENT_CACHE_LIMIT: usize = 50_000;
@@ -69,6 +73,22 @@ impl Rooms {
             tips: Mutex::default(),
             state_cache: Mutex::default(),
             event_cache: Mutex::default(),
+            event_sink: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the queue that receives every newly stored event (once; later calls are ignored).
+    pub fn set_event_sink(
+        &self,
+        tx: tokio::sync::mpsc::UnboundedSender<crate::push::NewEventNotice>,
+    ) {
+        let _ = self.event_sink.set(tx);
+    }
+
+    /// Hands a stored event to the sink, if any; never blocks.
+    pub(crate) fn publish_new_event(&self, pdu: &Arc<Pdu>, stream: i64) {
+        if let Some(tx) = self.event_sink.get() {
+            let _ = tx.send((pdu.clone(), stream));
         }
     }
 

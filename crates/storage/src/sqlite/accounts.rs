@@ -108,13 +108,14 @@ impl AccountStore for SqliteStore {
 
     async fn deactivate_user(&self, user_id: &str) -> Result<()> {
         let user_id = user_id.to_owned();
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
             tx.execute(
                 "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = ?1",
                 [&user_id],
             )?;
             tx.execute("DELETE FROM access_tokens WHERE user_id = ?1", [&user_id])?;
             tx.execute("DELETE FROM devices WHERE user_id = ?1", [&user_id])?;
+            super::keys::purge_user(tx, pos, &user_id)?;
             Ok(())
         })
         .await
@@ -257,7 +258,7 @@ impl AccountStore for SqliteStore {
     async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> Result<Vec<String>> {
         let u = user_id.to_owned();
         let ids = device_ids.to_vec();
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
             let mut deleted = Vec::new();
             for d in ids {
                 if tx.execute(
@@ -271,6 +272,7 @@ impl AccountStore for SqliteStore {
                     "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
                     params![u, d],
                 )?;
+                super::keys::purge_device(tx, pos, &u, &d)?;
             }
             Ok(deleted)
         })
@@ -279,7 +281,7 @@ impl AccountStore for SqliteStore {
 
     async fn delete_all_devices(&self, user_id: &str, keep: Option<&str>) -> Result<()> {
         let (u, keep) = (user_id.to_owned(), keep.unwrap_or("").to_owned());
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
             tx.execute(
                 "DELETE FROM devices WHERE user_id = ?1 AND device_id != ?2",
                 params![u, keep],
@@ -288,6 +290,7 @@ impl AccountStore for SqliteStore {
                 "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id != ?2",
                 params![u, keep],
             )?;
+            super::keys::purge_devices_except(tx, pos, &u, Some(&keep))?;
             Ok(())
         })
         .await

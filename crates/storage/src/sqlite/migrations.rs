@@ -6,10 +6,15 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::Result;
 
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_foundation",
-    include_str!("migrations/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_foundation",
+        include_str!("migrations/0001_foundation.sql"),
+    ),
+    ("0003_admin", include_str!("migrations/0003_admin.sql")),
+    ("0002_e2ee", include_str!("migrations/0002_e2ee.sql")),
+    ("0004_push", include_str!("migrations/0004_push.sql")),
+];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_ms INTEGER NOT NULL)")?;

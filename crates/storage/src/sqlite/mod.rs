@@ -3,7 +3,10 @@
 //! of the process or the machine.
 
 mod accounts;
+mod admin;
+mod keys;
 mod migrations;
+mod push;
 mod rooms;
 mod user_data;
 

@@ -1,0 +1,236 @@
+//! The few Client-Server API calls the load generator makes. Only the standard API, so it runs
+//! against any homeserver.
+
+use anyhow::{Context, Result, anyhow, bail};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+
+/// How accounts are created.
+#[derive(Debug, Clone)]
+pub enum Registration {
+    /// Open registration with the dummy auth stage.
+    Open,
+    /// Registration with a registration token.
+    Token(String),
+    /// Shared-secret registration through the admin API that many homeservers offer.
+    SharedSecret(String),
+}
+
+impl std::str::FromStr for Registration {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.split_once(':') {
+            None if s == "open" => Ok(Self::Open),
+            Some(("token", t)) => Ok(Self::Token(t.to_owned())),
+            Some(("shared-secret", t)) => Ok(Self::SharedSecret(t.to_owned())),
+            _ => bail!("registration must be open, token:<TOKEN> or shared-secret:<SECRET>"),
+        }
+    }
+}
+
+/// Percent-encodes one path segment.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn json_of(resp: reqwest::Response) -> Result<(u16, Value)> {
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.context("reading response")?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+fn ok(status: u16, body: &Value, what: &str) -> Result<()> {
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "{what}: HTTP {status} {}",
+            body.get("errcode").and_then(Value::as_str).unwrap_or("")
+        ))
+    }
+}
+
+/// Registers `name` and returns (user_id, access_token, device_id).
+pub async fn register(
+    http: &reqwest::Client,
+    base: &str,
+    mode: &Registration,
+    name: &str,
+    password: &str,
+) -> Result<(String, String, String)> {
+    let body = match mode {
+        Registration::SharedSecret(secret) => {
+            let url = format!("{base}/_synapse/admin/v1/register");
+            let (s, nonce) = json_of(http.get(&url).send().await?).await?;
+            ok(s, &nonce, "nonce")?;
+            let nonce = nonce["nonce"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no nonce"))?
+                .to_owned();
+            let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes())
+                .map_err(|e| anyhow!("{e}"))?;
+            mac.update(format!("{nonce}\0{name}\0{password}\0notadmin").as_bytes());
+            let mac = hex::encode(mac.finalize().into_bytes());
+            let req = json!({"nonce": nonce, "username": name, "password": password, "admin": false, "mac": mac});
+            let (s, b) = json_of(http.post(&url).json(&req).send().await?).await?;
+            ok(s, &b, "shared-secret registration")?;
+            b
+        }
+        Registration::Open | Registration::Token(_) => {
+            let url = format!("{base}/_matrix/client/v3/register");
+            let first = json!({"username": name, "password": password, "initial_device_display_name": "feldpost-bench"});
+            let (s, b) = json_of(http.post(&url).json(&first).send().await?).await?;
+            if s == 200 {
+                b
+            } else if s == 401 {
+                let session = b["session"].as_str().unwrap_or_default().to_owned();
+                let auth = match mode {
+                    Registration::Token(t) => {
+                        json!({"type": "m.login.registration_token", "token": t, "session": session})
+                    }
+                    _ => json!({"type": "m.login.dummy", "session": session}),
+                };
+                let mut req = first.clone();
+                req["auth"] = auth;
+                let (s, mut b) = json_of(http.post(&url).json(&req).send().await?).await?;
+                if s == 401 && matches!(mode, Registration::Token(_)) {
+                    // Token flows usually end with a dummy stage.
+                    req["auth"] = json!({"type": "m.login.dummy", "session": session});
+                    let r = json_of(http.post(&url).json(&req).send().await?).await?;
+                    ok(r.0, &r.1, "registration")?;
+                    b = r.1;
+                } else {
+                    ok(s, &b, "registration")?;
+                }
+                b
+            } else {
+                ok(s, &b, "registration")?;
+                b
+            }
+        }
+    };
+    let get = |k: &str| {
+        body[k]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("registration response lacks {k}"))
+    };
+    Ok((get("user_id")?, get("access_token")?, get("device_id")?))
+}
+
+pub async fn create_room(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    name: &str,
+) -> Result<String> {
+    let req = json!({"preset": "public_chat", "name": name});
+    let (s, b) = json_of(
+        http.post(format!("{base}/_matrix/client/v3/createRoom"))
+            .bearer_auth(token)
+            .json(&req)
+            .send()
+            .await?,
+    )
+    .await?;
+    ok(s, &b, "createRoom")?;
+    b["room_id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no room_id"))
+}
+
+pub async fn join(http: &reqwest::Client, base: &str, token: &str, room: &str) -> Result<()> {
+    let (s, b) = json_of(
+        http.post(format!("{base}/_matrix/client/v3/join/{}", enc(room)))
+            .bearer_auth(token)
+            .json(&json!({}))
+            .send()
+            .await?,
+    )
+    .await?;
+    ok(s, &b, "join")
+}
+
+/// Sends a text message carrying a bench id; returns the HTTP status (errors are counted by kind).
+pub async fn send(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    room: &str,
+    txn: &str,
+    id: u64,
+) -> Result<u16> {
+    let content =
+        json!({"msgtype": "m.text", "body": format!("bench {id}"), "org.feldpost.bench": id});
+    let resp = http
+        .put(format!(
+            "{base}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            enc(room)
+        ))
+        .bearer_auth(token)
+        .json(&content)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let _ = resp.bytes().await?;
+    Ok(status)
+}
+
+/// Sync filters that keep responses small (no presence, account data or ephemeral events,
+/// lazy-loaded members). The initial sync takes one event per room; later syncs take up to a
+/// hundred, so that no delivery is hidden behind a `limited` timeline.
+pub const INITIAL_FILTER: &str = r#"{"presence":{"types":[]},"account_data":{"types":[]},"room":{"timeline":{"limit":1},"state":{"lazy_load_members":true},"account_data":{"types":[]},"ephemeral":{"types":[]}}}"#;
+pub const LIVE_FILTER: &str = r#"{"presence":{"types":[]},"account_data":{"types":[]},"room":{"timeline":{"limit":100},"state":{"lazy_load_members":true},"account_data":{"types":[]},"ephemeral":{"types":[]}}}"#;
+
+/// Runs one sync; returns the status, the next_batch token and the bench ids seen.
+pub async fn sync(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    since: Option<&str>,
+    timeout_ms: u64,
+) -> Result<(u16, Option<String>, Vec<u64>, usize)> {
+    let filter = if since.is_some() {
+        LIVE_FILTER
+    } else {
+        INITIAL_FILTER
+    };
+    let mut url = format!(
+        "{base}/_matrix/client/v3/sync?timeout={timeout_ms}&filter={}",
+        enc(filter)
+    );
+    if let Some(s) = since {
+        url.push_str(&format!("&since={}", enc(s)));
+    }
+    let resp = http.get(url).bearer_auth(token).send().await?;
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await?;
+    if status != 200 {
+        return Ok((status, None, vec![], bytes.len()));
+    }
+    let v: Value = serde_json::from_slice(&bytes).context("sync body")?;
+    let mut ids = Vec::new();
+    if let Some(rooms) = v["rooms"]["join"].as_object() {
+        for room in rooms.values() {
+            for ev in room["timeline"]["events"].as_array().into_iter().flatten() {
+                if let Some(id) = ev["content"]["org.feldpost.bench"].as_u64() {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    Ok((
+        status,
+        v["next_batch"].as_str().map(str::to_owned),
+        ids,
+        bytes.len(),
+    ))
+}

@@ -1,0 +1,375 @@
+//! Push: push rules and their evaluation, unread counts, /notifications, pushers and delivery
+//! to push gateways, Feldpost's own push gateway and distributor, and quiet hours.
+//!
+//! The send path only hands each new event to a queue; evaluation, storage of notifications and
+//! delivery run in background tasks (see `evaluate` and `delivery`).
+
+pub mod commands;
+pub mod config;
+pub mod delivery;
+pub mod distributor;
+pub mod evaluate;
+pub mod gateway;
+pub mod holidays;
+pub mod outbound;
+pub mod providers;
+pub mod pushers;
+pub mod quiet_hours;
+pub mod rules;
+pub(crate) mod sync_counts;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use feldpost_storage::Store;
+use parking_lot::{Mutex, RwLock};
+use ruma::{OwnedEventId, RoomId, UserId};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::account_data::AccountData;
+use crate::config::Config;
+use crate::notifier::Notifier;
+use crate::pdu::Pdu;
+use crate::rooms::Rooms;
+use crate::{Error, Result};
+
+use self::delivery::Delivery;
+use self::distributor::Distributor;
+use self::evaluate::Evaluator;
+use self::gateway::{Gateway, LocalBases};
+use self::outbound::Outbound;
+use self::pushers::Pushers;
+use self::rules::PushRules;
+
+/// Where push takes the current time from; tests put in a clock they control.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        crate::rooms::append::now_ms()
+    }
+}
+
+/// A clock that only moves when told to.
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(ms: i64) -> Self {
+        Self(AtomicI64::new(ms))
+    }
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A replaceable clock shared by the push services.
+pub struct ClockCell(RwLock<Arc<dyn Clock>>);
+
+impl Clock for ClockCell {
+    fn now_ms(&self) -> i64 {
+        self.0.read().now_ms()
+    }
+}
+
+/// A new event for evaluation: the PDU and its stream position.
+pub type NewEventNotice = (Arc<Pdu>, i64);
+
+/// Unread counts of one room for one user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomCounts {
+    /// All threads together: (notifications, highlights).
+    pub total: (u64, u64),
+    /// The main timeline alone.
+    pub main: (u64, u64),
+    /// Per thread root.
+    pub threads: Vec<(String, u64, u64)>,
+}
+
+pub struct Push {
+    pub rules: Arc<PushRules>,
+    pub pushers: Pushers,
+    pub gateway: Arc<Gateway>,
+    pub distributor: Arc<Distributor>,
+    pub delivery: Arc<Delivery>,
+    pub evaluator: Arc<Evaluator>,
+    pub bot: Arc<commands::Bot>,
+    store: Arc<dyn Store>,
+    rooms: Arc<Rooms>,
+    clock: Arc<ClockCell>,
+    local: Arc<LocalBases>,
+    queue: Mutex<Option<mpsc::UnboundedReceiver<NewEventNotice>>>,
+    /// The stream position of the last event evaluated, so callers can wait for evaluation.
+    evaluated: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Push {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        rooms: Arc<Rooms>,
+        account_data: Arc<AccountData>,
+        notifier: Arc<Notifier>,
+    ) -> Result<Self> {
+        let pc = &config.push;
+        let clock = Arc::new(ClockCell(RwLock::new(Arc::new(SystemClock))));
+        let local = Arc::new(LocalBases::default());
+        if let Some(base) = &config.public_baseurl {
+            local.add(base);
+        }
+        let http = Outbound::new(
+            config.outbound.clone(),
+            Duration::from_millis(pc.request_timeout_ms.max(1)),
+        )?;
+        let distributor = Arc::new(Distributor::new(pc.distributor.clone(), clock.clone()));
+        let gateway = Arc::new(Gateway::new(
+            pc.gateway.clone(),
+            http.clone(),
+            distributor.clone(),
+            local.clone(),
+        )?);
+        let delivery = Arc::new(Delivery::new(
+            store.clone(),
+            rooms.clone(),
+            pc.clone(),
+            http,
+            gateway.clone(),
+            local.clone(),
+        ));
+        let rules = Arc::new(PushRules::new(account_data.clone()));
+        let evaluator = Arc::new(Evaluator {
+            store: store.clone(),
+            rooms: rooms.clone(),
+            rules: rules.clone(),
+            account_data: account_data.clone(),
+            notifier,
+            delivery: delivery.clone(),
+            clock: clock.clone(),
+            quiet: pc.quiet_hours.clone(),
+        });
+        let bot = Arc::new(commands::Bot::new(
+            store.clone(),
+            rooms.clone(),
+            account_data,
+            evaluator.clone(),
+            pc.quiet_hours.clone(),
+        )?);
+        let (tx, rx) = mpsc::unbounded_channel();
+        rooms.set_event_sink(tx);
+        Ok(Self {
+            pushers: Pushers::new(store.clone(), delivery.clone(), pc.allow_http_gateways),
+            rules,
+            gateway,
+            distributor,
+            delivery,
+            evaluator,
+            bot,
+            store,
+            rooms,
+            clock,
+            local,
+            queue: Mutex::new(Some(rx)),
+            evaluated: Arc::default(),
+        })
+    }
+
+    /// The stream position up to which new events have been evaluated for push.
+    pub fn evaluated_up_to(&self) -> i64 {
+        self.evaluated.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Replaces the clock quiet hours and the distributor read (tests, simulations).
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+        *self.clock.0.write() = clock;
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Records the address the server listens on as one of its own bases (for loopback and
+    /// unspecified addresses also as `127.0.0.1` and `localhost`).
+    pub fn register_listener(&self, addr: std::net::SocketAddr) {
+        let port = addr.port();
+        self.local.add(&format!("http://{addr}"));
+        if addr.ip().is_unspecified() || addr.ip().is_loopback() {
+            self.local.add(&format!("http://127.0.0.1:{port}"));
+            self.local.add(&format!("http://localhost:{port}"));
+        }
+    }
+
+    /// Records another base URL under which this server is reachable (its listen address).
+    pub fn add_local_base(&self, base: &str) {
+        self.local.add(base);
+    }
+
+    /// Starts the background work: evaluation of new events, pusher queues, distributor upkeep.
+    /// Runs once; later calls do nothing.
+    pub fn start(self: &Arc<Self>) {
+        let Some(mut rx) = self.queue.lock().take() else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some((pdu, stream)) = rx.recv().await {
+                if stream < 0 {
+                    continue;
+                }
+                if let Err(e) = this.evaluator.evaluate(&pdu, stream).await {
+                    tracing::warn!(error = %e, event = %pdu.event_id, "push evaluation failed");
+                }
+                this.evaluated
+                    .fetch_max(stream, std::sync::atomic::Ordering::SeqCst);
+                this.bot.on_event(&pdu).await;
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.delivery.start_all().await {
+                tracing::warn!(error = %e, "starting pusher queues failed");
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                this.distributor.prune();
+            }
+        });
+    }
+
+    /// Unread counts of a room for a user, after their read receipts.
+    pub async fn room_counts(&self, user: &UserId, room: &RoomId) -> Result<RoomCounts> {
+        let positions = self
+            .store
+            .read_positions(user.as_str(), room.as_str())
+            .await?;
+        // Events before the user joined never count (the invite that brought them in, say).
+        let joined_at = self
+            .store
+            .membership(room.as_str(), user.as_str())
+            .await?
+            .filter(|m| m.membership == "join")
+            .map(|m| m.stream)
+            .unwrap_or(0);
+        let floor = positions
+            .iter()
+            .find(|(t, _)| t.is_empty())
+            .map(|(_, s)| *s)
+            .unwrap_or(0)
+            .max(joined_at);
+        let thread_floors: Vec<(String, i64)> = positions
+            .into_iter()
+            .filter(|(t, _)| !t.is_empty())
+            .collect();
+        let counts = self
+            .store
+            .unread_counts(user.as_str(), room.as_str(), floor, thread_floors)
+            .await?;
+        let mut out = RoomCounts::default();
+        for c in counts {
+            out.total.0 += c.notifications;
+            out.total.1 += c.highlights;
+            if c.thread_id == "main" {
+                out.main = (c.notifications, c.highlights);
+            } else {
+                out.threads
+                    .push((c.thread_id, c.notifications, c.highlights));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rooms whose counts for the user changed in `(after, up_to]`.
+    pub async fn rooms_with_new_notifications(
+        &self,
+        user: &UserId,
+        after: i64,
+        up_to: i64,
+    ) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .rooms_with_new_notifications(user.as_str(), after, up_to)
+            .await?)
+    }
+
+    /// `GET /notifications`.
+    pub async fn notifications(
+        &self,
+        user: &UserId,
+        from: Option<&str>,
+        limit: Option<u64>,
+        only: Option<&str>,
+    ) -> Result<Value> {
+        let before = match from {
+            None | Some("") => None,
+            Some(f) => Some(
+                f.parse::<i64>()
+                    .map_err(|_| Error::invalid_param("Invalid from token"))?,
+            ),
+        };
+        let limit = limit.unwrap_or(20).clamp(1, 100) as u32;
+        let only_highlight = match only {
+            None | Some("") => false,
+            Some("highlight") => true,
+            Some(_) => return Err(Error::invalid_param("only must be highlight")),
+        };
+        let rows = self
+            .store
+            .notifications(user.as_str(), before, limit, only_highlight)
+            .await?;
+        let mut read_cache: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for n in &rows {
+            let Ok(id) = OwnedEventId::try_from(n.event_id.as_str()) else {
+                continue;
+            };
+            let Some(pdu) = self.rooms.pdu(&id).await? else {
+                continue;
+            };
+            if !read_cache.contains_key(&n.room_id) {
+                let p = self.store.read_positions(user.as_str(), &n.room_id).await?;
+                read_cache.insert(n.room_id.clone(), p);
+            }
+            let positions = read_cache.get(&n.room_id).map(Vec::as_slice).unwrap_or(&[]);
+            let read = positions
+                .iter()
+                .any(|(t, s)| (t.is_empty() || *t == n.thread_id) && *s >= n.event_stream);
+            let mut event = pdu.to_client_value();
+            event.remove("room_id");
+            let actions: Value = serde_json::from_str(&n.actions).unwrap_or(json!([]));
+            let mut item = json!({
+                "actions": actions,
+                "event": event,
+                "read": read,
+                "room_id": n.room_id,
+                "ts": n.ts,
+            });
+            if let Some(tag) = &n.profile_tag {
+                item["profile_tag"] = json!(tag);
+            }
+            out.push(item);
+        }
+        let mut body = json!({ "notifications": out });
+        if rows.len() as u32 == limit
+            && let Some(last) = rows.last()
+        {
+            body["next_token"] = json!(last.id.to_string());
+        }
+        Ok(body)
+    }
+}

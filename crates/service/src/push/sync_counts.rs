@@ -1,0 +1,79 @@
+//! What push adds to `/sync`: `unread_notifications` (and, when the filter asks,
+//! `unread_thread_notifications`) for joined rooms, a room entry when only its counts changed
+//! (evaluation runs after the event was already visible), and the default `m.push_rules` in the
+//! initial sync of a user who never changed a rule.
+
+use std::collections::HashSet;
+
+use feldpost_storage::MembershipRecord;
+use ruma::{OwnedRoomId, UserId};
+use serde_json::{Map, Value, json};
+
+use super::Push;
+use super::rules::{PUSH_RULES_TYPE, PushRules};
+use crate::Result;
+use crate::filter::Filter;
+use crate::sync::empty_joined_room;
+
+/// Fills in the push parts of a sync response; true when it added a room.
+/// `window` is (since, now, initial).
+pub(crate) async fn add_to_sync(
+    push: &Push,
+    user: &UserId,
+    window: (i64, i64, bool),
+    filter: &Filter,
+    memberships: &[MembershipRecord],
+    join: &mut Map<String, Value>,
+    account_data: &mut Vec<Value>,
+) -> Result<bool> {
+    let (since, now, initial) = window;
+    let mut added = false;
+    if !initial {
+        let joined: HashSet<&str> = memberships
+            .iter()
+            .filter(|m| m.membership == "join")
+            .map(|m| m.room_id.as_str())
+            .collect();
+        for room in push.rooms_with_new_notifications(user, since, now).await? {
+            if joined.contains(room.as_str())
+                && filter.room_allowed(&room)
+                && !join.contains_key(&room)
+            {
+                join.insert(room, empty_joined_room());
+                added = true;
+            }
+        }
+    } else if filter.account_data.matches(PUSH_RULES_TYPE, user.as_str())
+        && !account_data
+            .iter()
+            .any(|e| e.get("type").and_then(Value::as_str) == Some(PUSH_RULES_TYPE))
+    {
+        account_data.push(json!({
+            "type": PUSH_RULES_TYPE,
+            "content": PushRules::default_content(user),
+        }));
+    }
+    let threaded = filter.room.timeline.unread_thread_notifications;
+    for (room, section) in join.iter_mut() {
+        let Ok(room_id) = OwnedRoomId::try_from(room.as_str()) else {
+            continue;
+        };
+        let counts = push.room_counts(user, &room_id).await?;
+        let (n, h) = if threaded { counts.main } else { counts.total };
+        section["unread_notifications"] = json!({"notification_count": n, "highlight_count": h});
+        if threaded {
+            let threads: Map<String, Value> = counts
+                .threads
+                .iter()
+                .map(|(root, n, h)| {
+                    (
+                        root.clone(),
+                        json!({"notification_count": n, "highlight_count": h}),
+                    )
+                })
+                .collect();
+            section["unread_thread_notifications"] = Value::Object(threads);
+        }
+    }
+    Ok(added)
+}

@@ -1,0 +1,350 @@
+//! Push storage: pushers, notifications and the unread counts derived from them.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::SqliteStore;
+use crate::{
+    NewNotification, NotificationRecord, PushStore, PusherRecord, Result, StorageError, ThreadCount,
+};
+
+const PUSHER_COLUMNS: &str =
+    "user_id, app_id, pushkey, kind, app_display_name, device_display_name,
+    profile_tag, lang, data, device_id, pushkey_ts, last_notification_id";
+
+const NOTIFICATION_COLUMNS: &str = "id, user_id, room_id, event_id, event_stream, thread_id,
+    highlight, push, actions, profile_tag, ts";
+
+/// Receipt types that mark events read for the counts: public and private read receipts alike.
+const READ_TYPES: &str = "('m.read', 'm.read.private')";
+
+fn pusher_row(r: &Row<'_>) -> rusqlite::Result<PusherRecord> {
+    Ok(PusherRecord {
+        user_id: r.get(0)?,
+        app_id: r.get(1)?,
+        pushkey: r.get(2)?,
+        kind: r.get(3)?,
+        app_display_name: r.get(4)?,
+        device_display_name: r.get(5)?,
+        profile_tag: r.get(6)?,
+        lang: r.get(7)?,
+        data: r.get(8)?,
+        device_id: r.get(9)?,
+        pushkey_ts: r.get(10)?,
+        last_notification_id: r.get(11)?,
+    })
+}
+
+fn notification_row(r: &Row<'_>) -> rusqlite::Result<NotificationRecord> {
+    Ok(NotificationRecord {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        room_id: r.get(2)?,
+        event_id: r.get(3)?,
+        event_stream: r.get(4)?,
+        thread_id: r.get(5)?,
+        highlight: r.get(6)?,
+        push: r.get(7)?,
+        actions: r.get(8)?,
+        profile_tag: r.get(9)?,
+        ts: r.get(10)?,
+    })
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[async_trait]
+impl PushStore for SqliteStore {
+    async fn set_pusher(&self, p: PusherRecord, append: bool) -> Result<()> {
+        self.write(move |tx, _| {
+            if !append {
+                tx.execute(
+                    "DELETE FROM pushers WHERE app_id = ?1 AND pushkey = ?2 AND user_id != ?3",
+                    params![p.app_id, p.pushkey, p.user_id],
+                )?;
+            }
+            let latest: i64 = tx.query_row(
+                "SELECT coalesce(max(id), 0) FROM push_notifications WHERE user_id = ?1",
+                [&p.user_id],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name,
+                    device_display_name, profile_tag, lang, data, device_id, pushkey_ts,
+                    last_notification_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET kind = excluded.kind,
+                    app_display_name = excluded.app_display_name,
+                    device_display_name = excluded.device_display_name,
+                    profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data,
+                    device_id = excluded.device_id, pushkey_ts = excluded.pushkey_ts",
+                params![
+                    p.user_id,
+                    p.app_id,
+                    p.pushkey,
+                    p.kind,
+                    p.app_display_name,
+                    p.device_display_name,
+                    p.profile_tag,
+                    p.lang,
+                    p.data,
+                    p.device_id,
+                    p.pushkey_ts,
+                    latest
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<bool> {
+        let (u, a, k) = (user_id.to_owned(), app_id.to_owned(), pushkey.to_owned());
+        self.write(move |tx, _| {
+            Ok(tx.execute(
+                "DELETE FROM pushers WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3",
+                params![u, a, k],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn pushers_for_user(&self, user_id: &str) -> Result<Vec<PusherRecord>> {
+        let u = user_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = ?1 ORDER BY app_id, pushkey"
+            ))?;
+            Ok(st
+                .query_map([u], pusher_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn all_pushers(&self) -> Result<Vec<PusherRecord>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!("SELECT {PUSHER_COLUMNS} FROM pushers"))?;
+            Ok(st
+                .query_map([], pusher_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_pusher_progress(
+        &self,
+        user_id: &str,
+        app_id: &str,
+        pushkey: &str,
+        last: i64,
+    ) -> Result<()> {
+        let (u, a, k) = (user_id.to_owned(), app_id.to_owned(), pushkey.to_owned());
+        self.write(move |tx, _| {
+            tx.execute(
+                "UPDATE pushers SET last_notification_id = max(last_notification_id, ?4)
+                 WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3",
+                params![u, a, k, last],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_notifications(&self, rows: Vec<NewNotification>) -> Result<i64> {
+        self.write(move |tx, pos| {
+            let stream = pos.next();
+            let mut st = tx.prepare_cached(
+                "INSERT INTO push_notifications (user_id, room_id, event_id, event_stream, stream,
+                    thread_id, notify, highlight, push, actions, profile_tag, ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for n in rows {
+                st.execute(params![
+                    n.user_id,
+                    n.room_id,
+                    n.event_id,
+                    n.event_stream,
+                    stream,
+                    n.thread_id,
+                    n.notify,
+                    n.highlight,
+                    n.push,
+                    n.actions,
+                    n.profile_tag,
+                    n.ts
+                ])?;
+            }
+            Ok(stream)
+        })
+        .await
+    }
+
+    async fn notifications(
+        &self,
+        user_id: &str,
+        before: Option<i64>,
+        limit: u32,
+        only_highlight: bool,
+    ) -> Result<Vec<NotificationRecord>> {
+        let u = user_id.to_owned();
+        let before = before.unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {NOTIFICATION_COLUMNS} FROM push_notifications
+                 WHERE user_id = ?1 AND id < ?2 AND notify = 1 AND (?3 = 0 OR highlight = 1)
+                 ORDER BY id DESC LIMIT ?4"
+            ))?;
+            Ok(st
+                .query_map(params![u, before, only_highlight, limit], notification_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn pending_pushes(
+        &self,
+        user_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>> {
+        let u = user_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {NOTIFICATION_COLUMNS} FROM push_notifications
+                 WHERE user_id = ?1 AND id > ?2 AND push = 1 ORDER BY id LIMIT ?3"
+            ))?;
+            Ok(st
+                .query_map(params![u, after, limit], notification_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn read_positions(&self, user_id: &str, room_id: &str) -> Result<Vec<(String, i64)>> {
+        let (u, r) = (user_id.to_owned(), room_id.to_owned());
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT rc.thread_id, max(e.stream) FROM receipts rc
+                 JOIN events e ON e.event_id = rc.event_id
+                 WHERE rc.room_id = ?1 AND rc.user_id = ?2 AND rc.receipt_type IN {READ_TYPES}
+                 GROUP BY rc.thread_id"
+            ))?;
+            Ok(st
+                .query_map(params![r, u], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn unread_counts(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        floor: i64,
+        thread_floors: Vec<(String, i64)>,
+    ) -> Result<Vec<ThreadCount>> {
+        let (u, r) = (user_id.to_owned(), room_id.to_owned());
+        self.read(move |c| {
+            let mut counts: BTreeMap<String, ThreadCount> = BTreeMap::new();
+            let mut st = c.prepare_cached(
+                "SELECT thread_id, count(*), coalesce(sum(highlight), 0) FROM push_notifications
+                 WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND event_stream > ?3
+                 GROUP BY thread_id",
+            )?;
+            for row in st.query_map(params![u, r, floor], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })? {
+                let (thread_id, n, h) = row?;
+                counts.insert(
+                    thread_id.clone(),
+                    ThreadCount {
+                        thread_id,
+                        notifications: to_u64(n),
+                        highlights: to_u64(h),
+                    },
+                );
+            }
+            // A thread's own receipt may be further along than the unthreaded one.
+            let mut one = c.prepare_cached(
+                "SELECT count(*), coalesce(sum(highlight), 0) FROM push_notifications
+                 WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND thread_id = ?3
+                   AND event_stream > ?4",
+            )?;
+            for (thread, thread_floor) in thread_floors {
+                if thread_floor <= floor || !counts.contains_key(&thread) {
+                    continue;
+                }
+                let (n, h): (i64, i64) = one
+                    .query_row(params![u, r, thread, thread_floor], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .optional()?
+                    .unwrap_or((0, 0));
+                counts.insert(
+                    thread.clone(),
+                    ThreadCount {
+                        thread_id: thread,
+                        notifications: to_u64(n),
+                        highlights: to_u64(h),
+                    },
+                );
+            }
+            Ok(counts
+                .into_values()
+                .filter(|c| c.notifications > 0)
+                .collect())
+        })
+        .await
+    }
+
+    async fn unread_total(&self, user_id: &str) -> Result<u64> {
+        let u = user_id.to_owned();
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached(&format!(
+                    "SELECT count(*) FROM push_notifications n
+                     JOIN memberships m ON m.room_id = n.room_id AND m.user_id = n.user_id
+                        AND m.membership = 'join'
+                     WHERE n.user_id = ?1 AND n.notify = 1 AND n.event_stream > m.stream
+                       AND n.event_stream > coalesce(
+                        (SELECT max(e.stream) FROM receipts rc JOIN events e ON e.event_id = rc.event_id
+                         WHERE rc.room_id = n.room_id AND rc.user_id = ?1 AND rc.thread_id = ''
+                           AND rc.receipt_type IN {READ_TYPES}), 0)"
+                ))?
+                .query_row([u], |r| r.get(0))?;
+            Ok(to_u64(n))
+        })
+        .await
+    }
+
+    async fn rooms_with_new_notifications(
+        &self,
+        user_id: &str,
+        after: i64,
+        up_to: i64,
+    ) -> Result<Vec<String>> {
+        if after >= up_to {
+            return Ok(vec![]);
+        }
+        let u = user_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT DISTINCT room_id FROM push_notifications
+                 WHERE user_id = ?1 AND stream > ?2 AND stream <= ?3",
+            )?;
+            st.query_map(params![u, after, up_to], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(StorageError::from)
+        })
+        .await
+    }
+}
