@@ -5,6 +5,7 @@
 pub mod admin_cli;
 pub mod cli;
 pub mod config;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,12 +27,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen)
+        let listener = serve::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let admin_listener = match config.admin.listen {
             Some(addr) => Some(
-                TcpListener::bind(addr)
+                serve::bind(addr)
                     .await
                     .with_context(|| format!("binding the admin listener {addr}"))?,
             ),
@@ -94,30 +95,19 @@ impl Application {
         let app = feldpost_api::router(state.clone());
         let background = self.services.spawn_background();
         let upkeep = spawn_admin_upkeep(self.services.clone());
-        let mut stop = self.shutdown_tx.subscribe();
-        let main = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|v| *v).await;
-        });
+        let main = serve::serve(self.listener, app, self.shutdown_tx.subscribe());
         let admin = async {
             let Some(listener) = self.admin_listener else {
                 return Ok(());
             };
-            let mut stop = self.shutdown_tx.subscribe();
-            axum::serve(
+            serve::serve(
                 listener,
-                feldpost_api::admin_router(state)
-                    .into_make_service_with_connect_info::<SocketAddr>(),
+                feldpost_api::admin_router(state),
+                self.shutdown_tx.subscribe(),
             )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|v| *v).await;
-            })
             .await
         };
-        let (served, admin_served) = tokio::join!(async { main.await }, admin);
+        let (served, admin_served) = tokio::join!(main, admin);
         background.abort();
         upkeep.abort();
         served.context("serving")?;

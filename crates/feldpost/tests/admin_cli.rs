@@ -18,6 +18,20 @@ async fn cli(srv: &TestServer, args: &[&str]) -> anyhow::Result<()> {
     feldpost::admin_cli::run(a).await
 }
 
+/// The status of `GET path` once it is `want`, or after two seconds: a running server notices
+/// the CLI's writes (another process's) within a fraction of a second, not at once.
+async fn settled(srv: &TestServer, path: &str, user: &User, want: u16) -> u16 {
+    let mut status = 0;
+    for _ in 0..40 {
+        status = srv.get(path, user).await.0;
+        if status == want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    status
+}
+
 async fn login(srv: &TestServer, user: &str, password: &str) -> Option<User> {
     let (s, b) = srv
         .request(
@@ -194,7 +208,7 @@ async fn the_cli_administers_a_running_server() {
     .await
     .unwrap();
     assert_eq!(
-        srv.get("/_matrix/client/v3/account/whoami", &anna).await.0,
+        settled(&srv, "/_matrix/client/v3/account/whoami", &anna, 401).await,
         401
     );
     let anna = login(&srv, "anna", "fresh password")
@@ -204,19 +218,19 @@ async fn the_cli_administers_a_running_server() {
         .await
         .unwrap();
     assert_eq!(
-        srv.get("/_synapse/admin/v1/server_version", &anna).await.0,
+        settled(&srv, "/_synapse/admin/v1/server_version", &anna, 200).await,
         200
     );
     cli(&srv, &["user", "set-admin", "@anna:localhost", "false"])
         .await
         .unwrap();
     assert_eq!(
-        srv.get("/_synapse/admin/v1/server_version", &anna).await.0,
+        settled(&srv, "/_synapse/admin/v1/server_version", &anna, 403).await,
         403
     );
     cli(&srv, &["user", "deactivate", "anna"]).await.unwrap();
     assert_eq!(
-        srv.get("/_matrix/client/v3/account/whoami", &anna).await.0,
+        settled(&srv, "/_matrix/client/v3/account/whoami", &anna, 401).await,
         401
     );
     assert!(cli(&srv, &["user", "deactivate", "anna"]).await.is_err());

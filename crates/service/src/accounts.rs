@@ -43,6 +43,9 @@ pub struct Accounts {
     /// When each device's last-seen data was last written; bounds those writes to one per
     /// device per interval instead of one per request.
     last_touch: parking_lot::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
+    /// Authenticated tokens (by hash) and the position they were checked at; void as soon as any
+    /// credential changes after it (logout, device deletion, deactivation, admin flag).
+    authenticated: parking_lot::Mutex<std::collections::HashMap<String, (i64, Requester)>>,
 }
 
 const TOUCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
@@ -79,6 +82,7 @@ impl Accounts {
             config,
             notifier: Arc::new(Notifier::default()),
             last_touch: Default::default(),
+            authenticated: Default::default(),
         }
     }
 
@@ -288,11 +292,15 @@ impl Accounts {
                 "Unknown access token",
             )
         };
-        let owner = self
-            .store
-            .token_owner(&hash_token(token))
-            .await?
-            .ok_or_else(unknown)?;
+        let hash = hash_token(token);
+        if let Some((at, r)) = self.authenticated.lock().get(&hash)
+            && !self.store.changes().credentials_changed(*at)
+        {
+            return Ok(r.clone());
+        }
+        // Read the position first: a logout racing with the lookup voids the entry.
+        let at = self.store.current_position();
+        let owner = self.store.token_owner(&hash).await?.ok_or_else(unknown)?;
         let user = self
             .store
             .get_user(&owner.user_id)
@@ -303,11 +311,17 @@ impl Accounts {
         }
         let user_id = OwnedUserId::try_from(owner.user_id)
             .map_err(|_| Error::internal("bad stored user id"))?;
-        Ok(Requester {
+        let requester = Requester {
             user_id,
             device_id: owner.device_id,
             is_admin: user.is_admin,
-        })
+        };
+        let mut cache = self.authenticated.lock();
+        if cache.len() >= 500_000 {
+            cache.clear();
+        }
+        cache.insert(hash, (at, requester.clone()));
+        Ok(requester)
     }
 
     pub async fn logout(&self, requester: &Requester) -> Result<()> {

@@ -42,6 +42,16 @@ impl RoomEventFilter {
         }
     }
 
+    /// Whether events of this type can pass at all (ephemeral events have no single sender).
+    pub fn type_allowed(&self, kind: &str) -> bool {
+        let type_match = |pattern: &String| match pattern.strip_suffix('*') {
+            Some(prefix) => kind.starts_with(prefix),
+            None => pattern == kind,
+        };
+        self.types.as_ref().is_none_or(|t| t.iter().any(type_match))
+            && !self.not_types.iter().any(type_match)
+    }
+
     /// Whether an event of this type from this sender passes (for in-memory filtering).
     pub fn matches(&self, kind: &str, sender: &str) -> bool {
         let type_match = |pattern: &String| {

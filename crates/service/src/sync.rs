@@ -1,11 +1,12 @@
 //! `/v3/sync`: builds initial and incremental responses from the stream positions, and parks a
 //! long-poll on the notifier until something the user can see changes. Never writes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use feldpost_storage::{MembershipRecord, Store, StoredEvent};
+use parking_lot::Mutex;
 use ruma::{OwnedRoomId, UserId};
 use serde_json::{Map, Value, json};
 
@@ -79,7 +80,23 @@ pub struct Sync {
     max_timeline_limit: u32,
     /// Unread counts and default push rules (`push::sync_counts`).
     push: Option<Arc<crate::push::Push>>,
+    /// Each user's memberships and the position they were read at; valid while the change index
+    /// shows no change of the user after it.
+    memberships: Mutex<HashMap<String, CachedMemberships>>,
+    /// Per device, the position up to which send-to-device messages were acknowledged: while the
+    /// user has no change after it, there is nothing more to delete.
+    acknowledged: Mutex<HashMap<(String, String), i64>>,
+    /// Per device, its one-time key counts and unused fallback key types, and the position they
+    /// were read at; valid while the user's keys did not change after it.
+    key_counts: Mutex<HashMap<(String, String), CachedKeyCounts>>,
 }
+
+type CachedKeyCounts = (i64, BTreeMap<String, u64>, Vec<String>);
+
+type CachedMemberships = (i64, Arc<Vec<MembershipRecord>>);
+
+/// Bounds on the two caches above (entries); past them a cache starts over.
+const MAX_CACHED_USERS: usize = 500_000;
 
 /// State events to strip into `invite_state`.
 const STRIPPED: &[&str] = &[
@@ -110,7 +127,75 @@ impl Sync {
             default_timeline_limit: 10,
             max_timeline_limit,
             push: None,
+            memberships: Mutex::default(),
+            acknowledged: Mutex::default(),
+            key_counts: Mutex::default(),
         }
+    }
+
+    /// The device's one-time key counts and unused fallback key types, which every response
+    /// carries.
+    async fn key_counts(
+        &self,
+        user: &UserId,
+        device: &str,
+    ) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
+        let key = (user.to_string(), device.to_owned());
+        if let Some((at, counts, fallback)) = self.key_counts.lock().get(&key)
+            && !self.store.changes().keys_changed(user.as_str(), *at)
+        {
+            return Ok((counts.clone(), fallback.clone()));
+        }
+        let at = self.store.current_position();
+        let counts =
+            crate::keys::one_time_key_counts(self.store.as_ref(), user.as_str(), device).await?;
+        let fallback = self
+            .store
+            .unused_fallback_key_types(user.as_str(), device)
+            .await?;
+        let mut cache = self.key_counts.lock();
+        if cache.len() >= MAX_CACHED_USERS {
+            cache.clear();
+        }
+        cache.insert(key, (at, counts.clone(), fallback.clone()));
+        Ok((counts, fallback))
+    }
+
+    /// The user's memberships, from the cache when nothing about the user changed since.
+    async fn memberships(&self, user: &UserId) -> Result<Arc<Vec<MembershipRecord>>> {
+        if let Some((at, list)) = self.memberships.lock().get(user.as_str())
+            && !self.store.changes().user_changed(user.as_str(), *at)
+        {
+            return Ok(list.clone());
+        }
+        // Read the position first: a change racing with the query shows up as newer than it.
+        let at = self.store.current_position();
+        let list = Arc::new(self.store.rooms_for_user(user.as_str()).await?);
+        let mut cache = self.memberships.lock();
+        if cache.len() >= MAX_CACHED_USERS {
+            cache.clear();
+        }
+        cache.insert(user.to_string(), (at, list.clone()));
+        Ok(list)
+    }
+
+    /// Deletes the device's send-to-device messages up to `up_to`, which its token shows it
+    /// received; skipped when nothing can have arrived since the last acknowledgement.
+    async fn acknowledge(&self, user: &UserId, device: &str, up_to: i64) -> Result<()> {
+        let key = (user.to_string(), device.to_owned());
+        if let Some(done) = self.acknowledged.lock().get(&key)
+            && *done >= up_to
+            && !self.store.changes().user_changed(user.as_str(), *done)
+        {
+            return Ok(());
+        }
+        crate::to_device::acknowledge(self.store.as_ref(), user.as_str(), device, up_to).await?;
+        let mut acked = self.acknowledged.lock();
+        if acked.len() >= MAX_CACHED_USERS {
+            acked.clear();
+        }
+        acked.insert(key, up_to);
+        Ok(())
     }
 
     /// Adds unread notification counts (and the default push rules) to sync responses.
@@ -131,17 +216,12 @@ impl Sync {
         // End-to-end encryption: a `since` token shows which send-to-device messages the device
         // received; they are deleted now, so that none is delivered twice.
         if let Some(since) = req.since {
-            crate::to_device::acknowledge(
-                self.store.as_ref(),
-                user.as_str(),
-                device,
-                since.to_device_position(),
-            )
-            .await?;
+            self.acknowledge(user, device, since.to_device_position())
+                .await?;
         }
         loop {
             // Subscribe before reading so that a change during the read still wakes us.
-            let memberships = self.store.rooms_for_user(user.as_str()).await?;
+            let memberships = self.memberships(user).await?;
             let mut keys = vec![WakeKey::User(user.to_string())];
             keys.extend(
                 memberships
@@ -150,13 +230,14 @@ impl Sync {
                     .map(|m| WakeKey::Room(m.room_id.clone())),
             );
             let sub = self.notifier.subscribe(keys);
-            let (body, empty) = self.build(user, device, &req, &memberships).await?;
-            let waiting = req.since.is_some()
-                && empty
+            let may_wait = req.since.is_some()
                 && !req.full_state
                 && tokio::time::Instant::now() < deadline
                 && !*shutdown.borrow();
-            if !waiting {
+            if let Some(body) = self
+                .build(user, device, &req, &memberships, may_wait)
+                .await?
+            {
                 return Ok(body);
             }
             let mut shutdown = shutdown.clone();
@@ -164,21 +245,28 @@ impl Sync {
                 _ = sub.wait() => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     // One last look: a change exactly at the deadline still counts.
-                    let memberships = self.store.rooms_for_user(user.as_str()).await?;
-                    return Ok(self.build(user, device, &req, &memberships).await?.0);
+                    let memberships = self.memberships(user).await?;
+                    if let Some(body) = self.build(user, device, &req, &memberships, false).await? {
+                        return Ok(body);
+                    }
+                    return Err(Error::internal("sync produced no response"));
                 }
                 _ = shutdown.changed() => {}
             }
         }
     }
 
+    /// Builds the response; `None` when `may_wait` and there is nothing new, so the caller parks.
+    /// An incremental sync reads only what the change index shows may have changed since the
+    /// token: the rooms with news, and the user's own sections only when they changed.
     async fn build(
         &self,
         user: &UserId,
         device: &str,
         req: &SyncRequest,
         memberships: &[MembershipRecord],
-    ) -> Result<(Value, bool)> {
+        may_wait: bool,
+    ) -> Result<Option<Value>> {
         let now = SyncToken {
             stream: self.store.current_position(),
             typing: self.typing.current(),
@@ -191,6 +279,11 @@ impl Sync {
             tracing::debug!(%user, "sync token ahead of the stream");
         }
         let filter = &req.filter;
+        let changes = self.store.changes();
+        // Everything is read afresh for initial and full-state syncs and for tokens from the
+        // future; otherwise only what changed after the token.
+        let everything = initial || req.full_state || since.stream > now.stream;
+        let user_changed = everything || changes.user_changed(user.as_str(), since.stream);
         let mut join = Map::new();
         let mut invite = Map::new();
         let mut leave = Map::new();
@@ -207,6 +300,13 @@ impl Sync {
             match m.membership.as_str() {
                 "join" => {
                     let newly = initial || changed_membership;
+                    if !newly
+                        && !everything
+                        && !changes.room_changed(&m.room_id, since.stream)
+                        && !self.typing.changed(&m.room_id, since.typing)
+                    {
+                        continue;
+                    }
                     if let Some(v) = self
                         .joined_room(user, device, &room_id, since, now, newly, req)
                         .await?
@@ -239,15 +339,18 @@ impl Sync {
         }
 
         let mut account_data = Vec::new();
-        for rec in self
-            .store
-            .account_data_since(
-                user.as_str(),
-                if initial { 0 } else { since.stream },
-                now.stream,
-            )
-            .await?
-        {
+        let account_data_records = if user_changed {
+            self.store
+                .account_data_since(
+                    user.as_str(),
+                    if initial { 0 } else { since.stream },
+                    now.stream,
+                )
+                .await?
+        } else {
+            vec![]
+        };
+        for rec in account_data_records {
             let content: Value = serde_json::from_str(&rec.content).unwrap_or(json!({}));
             let ev = json!({"type": rec.kind, "content": content});
             match &rec.room_id {
@@ -292,7 +395,12 @@ impl Sync {
             anything |= crate::push::sync_counts::add_to_sync(
                 push,
                 user,
-                (since.stream, now.stream, initial),
+                crate::push::sync_counts::Window {
+                    since: since.stream,
+                    now: now.stream,
+                    initial,
+                    user_changed,
+                },
                 filter,
                 memberships,
                 &mut join,
@@ -302,52 +410,68 @@ impl Sync {
         }
         anything |= !account_data.is_empty();
 
-        let presence = self
-            .presence(
+        let presence = if everything || changes.presence_changed(since.stream) {
+            self.presence(
                 user,
                 memberships,
                 if initial { 0 } else { since.stream },
                 now.stream,
                 filter,
             )
-            .await?;
+            .await?
+        } else {
+            vec![]
+        };
         anything |= !presence.is_empty();
 
         // --- End-to-end encryption (see keys.rs and to_device.rs) ---
-        let inbox = crate::to_device::inbox(
-            self.store.as_ref(),
-            user.as_str(),
-            device,
-            if initial {
-                0
-            } else {
-                since.to_device_position()
-            },
-            now.stream,
-        )
-        .await?;
-        // Initial syncs leave `device_lists` empty, as the spec allows: the client queries the
-        // keys of everyone it shares an encrypted room with after an initial sync anyway.
-        let device_lists = if initial {
-            crate::keys::DeviceListDelta::default()
-        } else {
-            crate::keys::device_list_delta(
+        let inbox = if user_changed || since.to_device.is_some() {
+            crate::to_device::inbox(
                 self.store.as_ref(),
                 user.as_str(),
-                since.stream,
+                device,
+                if initial {
+                    0
+                } else {
+                    since.to_device_position()
+                },
                 now.stream,
             )
             .await?
+        } else {
+            crate::to_device::Inbox::default()
         };
-        let key_counts =
-            crate::keys::one_time_key_counts(self.store.as_ref(), user.as_str(), device).await?;
-        let fallback_types = self
-            .store
-            .unused_fallback_key_types(user.as_str(), device)
-            .await?;
+        // Initial syncs leave `device_lists` empty, as the spec allows: the client queries the
+        // keys of everyone it shares an encrypted room with after an initial sync anyway.
+        // Device lists change with keys, and with who shares a room: a membership event in a
+        // room (or a timeline too long to tell) means the delta must be computed.
+        let members_moved = user_changed
+            || join.values().any(|room| {
+                room.pointer("/timeline/limited") == Some(&Value::Bool(true))
+                    || room
+                        .pointer("/timeline/events")
+                        .and_then(Value::as_array)
+                        .is_some_and(|evs| evs.iter().any(|e| e["type"] == "m.room.member"))
+            });
+        let device_lists =
+            if initial || !(members_moved || changes.device_lists_changed(since.stream)) {
+                crate::keys::DeviceListDelta::default()
+            } else {
+                crate::keys::device_list_delta(
+                    self.store.as_ref(),
+                    user.as_str(),
+                    since.stream,
+                    now.stream,
+                )
+                .await?
+            };
         anything |= !inbox.events.is_empty()
             || !device_lists.changed.is_empty()
             || !device_lists.left.is_empty();
+        if may_wait && !anything {
+            return Ok(None);
+        }
+        let (key_counts, fallback_types) = self.key_counts(user, device).await?;
         // --- end of end-to-end encryption ---
 
         let mut next = if since.stream > now.stream {
@@ -372,7 +496,7 @@ impl Sync {
             "device_one_time_keys_count": key_counts,
             "device_unused_fallback_key_types": fallback_types,
         });
-        Ok((body, !anything))
+        Ok(Some(body))
     }
 
     fn timeline_limit(&self, req: &SyncRequest) -> u32 {
@@ -422,18 +546,29 @@ impl Sync {
                 visible.push(e);
             }
         }
-        let typing = self.typing.changed_since(
-            room_id.as_str(),
-            if newly_joined { 0 } else { since.typing },
-        );
-        let mut receipts = self
-            .store
-            .receipts_since(
+        // Ephemeral events only when the filter lets them through: a client that filters them
+        // out costs no receipt query.
+        let eph = &req.filter.room.ephemeral;
+        let eph_room = eph.room_allowed(room_id.as_str());
+        let typing = if eph_room && eph.type_allowed("m.typing") {
+            self.typing.changed_since(
                 room_id.as_str(),
-                if newly_joined { 0 } else { since.stream },
-                now.stream,
+                if newly_joined { 0 } else { since.typing },
             )
-            .await?;
+        } else {
+            None
+        };
+        let mut receipts = if eph_room && eph.type_allowed("m.receipt") {
+            self.store
+                .receipts_since(
+                    room_id.as_str(),
+                    if newly_joined { 0 } else { since.stream },
+                    now.stream,
+                )
+                .await?
+        } else {
+            vec![]
+        };
         // Others' private receipts are not news to this user.
         receipts.retain(|r| r.receipt_type != "m.read.private" || r.user_id == user.as_str());
         let state = self

@@ -98,6 +98,14 @@ impl Typing {
     }
 
     /// The users typing in the room if that changed after `since`.
+    /// Whether typing in the room changed after `since` (cheaper than [`Self::changed_since`]).
+    pub fn changed(&self, room_id: &str, since: u64) -> bool {
+        self.rooms
+            .lock()
+            .get(room_id)
+            .is_some_and(|r| r.serial > since)
+    }
+
     pub fn changed_since(&self, room_id: &str, since: u64) -> Option<Vec<String>> {
         let rooms = self.rooms.lock();
         let r = rooms.get(room_id)?;

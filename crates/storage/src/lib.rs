@@ -3,6 +3,7 @@
 //! sees SQL.
 
 mod admin_records;
+mod changes;
 mod key_records;
 mod push_records;
 mod records;
@@ -10,6 +11,7 @@ pub mod sqlite;
 
 pub use admin_records::*;
 use async_trait::async_trait;
+pub use changes::{ChangeIndex, ChangeKey};
 pub use key_records::*;
 pub use push_records::*;
 pub use records::*;
@@ -508,4 +510,6 @@ pub trait Store:
 {
     /// The highest stream position whose writes are committed and visible.
     fn current_position(&self) -> i64;
+    /// Which rooms and users changed at which positions (see [`ChangeIndex`]).
+    fn changes(&self) -> &ChangeIndex;
 }

@@ -15,20 +15,34 @@ use crate::Result;
 use crate::filter::Filter;
 use crate::sync::empty_joined_room;
 
+/// The span a sync covers.
+pub(crate) struct Window {
+    pub since: i64,
+    pub now: i64,
+    pub initial: bool,
+    /// Whether the change index shows changes of the user (notification rows are such).
+    pub user_changed: bool,
+}
+
 /// Fills in the push parts of a sync response; true when it added a room.
-/// `window` is (since, now, initial).
 pub(crate) async fn add_to_sync(
     push: &Push,
     user: &UserId,
-    window: (i64, i64, bool),
+    window: Window,
     filter: &Filter,
     memberships: &[MembershipRecord],
     join: &mut Map<String, Value>,
     account_data: &mut Vec<Value>,
 ) -> Result<bool> {
-    let (since, now, initial) = window;
+    let Window {
+        since,
+        now,
+        initial,
+        user_changed,
+    } = window;
     let mut added = false;
-    if !initial {
+    // Notification rows are user changes in the change index: none, no new counts.
+    if !initial && user_changed {
         let joined: HashSet<&str> = memberships
             .iter()
             .filter(|m| m.membership == "join")
@@ -43,7 +57,8 @@ pub(crate) async fn add_to_sync(
                 added = true;
             }
         }
-    } else if filter.account_data.matches(PUSH_RULES_TYPE, user.as_str())
+    } else if initial
+        && filter.account_data.matches(PUSH_RULES_TYPE, user.as_str())
         && !account_data
             .iter()
             .any(|e| e.get("type").and_then(Value::as_str) == Some(PUSH_RULES_TYPE))

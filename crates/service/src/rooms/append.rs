@@ -173,6 +173,22 @@ impl Rooms {
             .await
     }
 
+    /// Builds and signs the event `append` would store next, but neither authorizes nor stores
+    /// it: public only so that benchmarks can time the CPU-bound part of sending on its own.
+    #[doc(hidden)]
+    pub async fn build_detached(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        new: NewPdu,
+    ) -> Result<Pdu> {
+        let tip = self
+            .tip(room_id)
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        self.build(Some(room_id), sender, &tip, new, None).await
+    }
+
     /// Checks what the spec asks servers to check of events that clients send: messages need a
     /// `msgtype` and a textual `body`; a thread cannot start from an event that itself relates
     /// to another.

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
-use crate::{AccountStore, DeviceRecord, NewUser, Result, StorageError, TokenOwner, UserRecord};
+use crate::{
+    AccountStore, ChangeKey, DeviceRecord, NewUser, Result, StorageError, TokenOwner, UserRecord,
+};
 
 const USER_COLS: &str =
     "user_id, password_hash, displayname, avatar_url, is_admin, deactivated, created_ms";
@@ -72,7 +74,8 @@ impl AccountStore for SqliteStore {
 
     async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<()> {
         let (user_id, hash) = (user_id.to_owned(), hash.to_owned());
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
+            pos.touch(ChangeKey::Credentials);
             tx.execute(
                 "UPDATE users SET password_hash = ?2 WHERE user_id = ?1",
                 params![user_id, hash],
@@ -109,6 +112,7 @@ impl AccountStore for SqliteStore {
     async fn deactivate_user(&self, user_id: &str) -> Result<()> {
         let user_id = user_id.to_owned();
         self.write(move |tx, pos| {
+            pos.touch(ChangeKey::Credentials);
             tx.execute(
                 "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = ?1",
                 [&user_id],
@@ -135,7 +139,8 @@ impl AccountStore for SqliteStore {
             display_name.map(str::to_owned),
             token_hash.to_owned(),
         );
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
+            pos.touch(ChangeKey::Credentials);
             let existing: Option<i64> = tx
                 .query_row("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2", params![u, d], |r| r.get(0))
                 .optional()?;
@@ -183,7 +188,8 @@ impl AccountStore for SqliteStore {
 
     async fn delete_token(&self, token_hash: &str) -> Result<()> {
         let t = token_hash.to_owned();
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
+            pos.touch(ChangeKey::Credentials);
             tx.execute("DELETE FROM access_tokens WHERE token_hash = ?1", [t])?;
             Ok(())
         })
@@ -259,6 +265,7 @@ impl AccountStore for SqliteStore {
         let u = user_id.to_owned();
         let ids = device_ids.to_vec();
         self.write(move |tx, pos| {
+            pos.touch(ChangeKey::Credentials);
             let mut deleted = Vec::new();
             for d in ids {
                 if tx.execute(
@@ -282,6 +289,7 @@ impl AccountStore for SqliteStore {
     async fn delete_all_devices(&self, user_id: &str, keep: Option<&str>) -> Result<()> {
         let (u, keep) = (user_id.to_owned(), keep.unwrap_or("").to_owned());
         self.write(move |tx, pos| {
+            pos.touch(ChangeKey::Credentials);
             tx.execute(
                 "DELETE FROM devices WHERE user_id = ?1 AND device_id != ?2",
                 params![u, keep],

@@ -7,10 +7,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteStore;
 use crate::{
-    AdminStore, AuditRecord, ClaimedToken, MediaAdminEntry, MediaOrder, MediaRecord, NewAuditEntry,
-    NewRegistrationToken, RegistrationTokenRecord, RegistrationTokenUpdate, Reservation, Result,
-    RoomListEntry, RoomListQuery, RoomOrder, StorageError, UserListEntry, UserListQuery, UserOrder,
-    UserRecord,
+    AdminStore, AuditRecord, ChangeKey, ClaimedToken, MediaAdminEntry, MediaOrder, MediaRecord,
+    NewAuditEntry, NewRegistrationToken, RegistrationTokenRecord, RegistrationTokenUpdate,
+    Reservation, Result, RoomListEntry, RoomListQuery, RoomOrder, StorageError, UserListEntry,
+    UserListQuery, UserOrder, UserRecord,
 };
 
 const TOKEN_COLS: &str = "id, token, uses_allowed, completed, expiry_time, bound_localpart, \
@@ -588,7 +588,8 @@ impl AdminStore for SqliteStore {
 
     async fn set_user_admin(&self, user_id: &str, admin: bool) -> Result<bool> {
         let user_id = user_id.to_owned();
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
+            pos.touch(ChangeKey::Credentials);
             Ok(tx.execute(
                 "UPDATE users SET is_admin = ?2 WHERE user_id = ?1",
                 params![user_id, admin],
@@ -599,7 +600,8 @@ impl AdminStore for SqliteStore {
 
     async fn reactivate_user(&self, user_id: &str) -> Result<bool> {
         let user_id = user_id.to_owned();
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
+            pos.touch(ChangeKey::Credentials);
             Ok(tx.execute(
                 "UPDATE users SET deactivated = 0 WHERE user_id = ?1",
                 [user_id],
@@ -679,7 +681,17 @@ impl AdminStore for SqliteStore {
 
     async fn purge_room(&self, room_id: &str) -> Result<()> {
         let room_id = room_id.to_owned();
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
+            // Cached memberships of everyone who was in the room go stale.
+            let members: Vec<String> = {
+                let mut st = tx.prepare("SELECT user_id FROM memberships WHERE room_id = ?1")?;
+                st.query_map([&room_id], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?
+            };
+            for m in &members {
+                pos.touch_user(m);
+            }
+            pos.touch_room(&room_id);
             // Other tables may reference each other; check those references at commit only.
             tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
             tx.execute(

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Transaction, params, params_from_iter, types::
 
 use super::{Positions, SqliteStore, placeholders};
 use crate::{
-    BackupKeyRecord, BackupVersionRecord, BackupWrite, BetterBackupKey, ClaimedKey,
+    BackupKeyRecord, BackupVersionRecord, BackupWrite, BetterBackupKey, ChangeKey, ClaimedKey,
     CrossSigningKeyRecord, DeviceKeysRecord, KeyClaim, KeyStore, KeyUpload, KeyUploadOutcome,
     MembershipRecord, NewToDevice, Result, SignatureRecord, ToDeviceRecord,
 };
@@ -22,6 +22,7 @@ fn record_change(
         "INSERT INTO e2e_device_list_changes (stream, user_id, viewer) VALUES (?1, ?2, ?3)",
         params![pos.next(), user_id, viewer],
     )?;
+    pos.touch(ChangeKey::DeviceLists);
     Ok(())
 }
 
@@ -34,6 +35,7 @@ pub(crate) fn purge_device(
     user_id: &str,
     device_id: &str,
 ) -> Result<()> {
+    pos.touch(ChangeKey::Keys(user_id.to_owned()));
     let had_keys = tx.execute(
         "DELETE FROM e2e_device_keys WHERE user_id = ?1 AND device_id = ?2",
         params![user_id, device_id],
@@ -189,6 +191,7 @@ impl KeyStore for SqliteStore {
     async fn upload_keys(&self, up: KeyUpload) -> Result<KeyUploadOutcome> {
         self.write(move |tx, pos| {
             let (u, d) = (up.user_id.as_str(), up.device_id.as_str());
+            pos.touch(ChangeKey::Keys(up.user_id.clone()));
             for k in &up.one_time_keys {
                 let existing: Option<String> = tx
                     .query_row(
@@ -364,9 +367,10 @@ impl KeyStore for SqliteStore {
     }
 
     async fn claim_keys(&self, claims: Vec<KeyClaim>) -> Result<Vec<ClaimedKey>> {
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
             let mut out = Vec::new();
             for c in claims {
+                pos.touch(ChangeKey::Keys(c.user_id.clone()));
                 let otk: Option<(String, String)> = tx
                     .query_row(
                         "SELECT key_id, json FROM e2e_one_time_keys
@@ -642,6 +646,7 @@ impl KeyStore for SqliteStore {
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![pos.next(), m.user_id, d, s, ty, m.content],
                     )?;
+                    pos.touch_user(&m.user_id);
                     if !recipients.contains(&m.user_id) {
                         recipients.push(m.user_id.clone());
                     }

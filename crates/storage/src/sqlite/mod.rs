@@ -1,6 +1,11 @@
-//! The SQLite engine: one writer connection (SQLite allows one writer at a time anyway) and a small
+//! The SQLite engine: one writer thread (SQLite allows one writer at a time anyway) and a small
 //! pool of readers, in WAL mode with `synchronous = FULL` so that a committed write survives a crash
 //! of the process or the machine.
+//!
+//! Group commit: the writer takes every write that queued up while it was busy and runs them in
+//! one transaction, each inside its own savepoint, so that one fsync acknowledges them all. A
+//! write that fails rolls back to its savepoint without disturbing the others; nobody is answered
+//! before the commit is durable.
 
 mod accounts;
 mod admin;
@@ -10,16 +15,23 @@ mod push;
 mod rooms;
 mod user_data;
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, OpenFlags, Transaction};
 
+use crate::changes::{ChangeIndex, ChangeKey};
 use crate::{Result, StorageError};
 
-const READERS: usize = 4;
+/// Reader connections kept open; more concurrent reads wait for one to come back.
+const READERS: usize = 8;
+/// At most this many writes share one transaction, so that a burst does not delay the first
+/// acknowledgement without bound.
+const MAX_BATCH: usize = 256;
 
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
@@ -27,13 +39,24 @@ impl From<rusqlite::Error> for StorageError {
     }
 }
 
-struct Inner {
-    writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
-    /// The last stream position handed out; only advanced under the writer lock.
+/// Called once the batch holding a write has committed (or failed to).
+type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+/// A write: runs in the batch transaction; `None` means it failed (and has answered already).
+type Job = Box<dyn FnOnce(&Transaction<'_>, &mut Positions<'_>) -> Option<Reply> + Send>;
+
+struct Shared {
+    /// The last stream position handed out; only advanced by the writer thread.
     allocated: AtomicI64,
     /// The last stream position whose transaction has committed.
     committed: AtomicI64,
+    changes: ChangeIndex,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    readers: Mutex<Vec<Connection>>,
+    reader_back: Condvar,
 }
 
 /// The SQLite implementation of [`crate::Store`].
@@ -43,9 +66,11 @@ pub struct SqliteStore {
 }
 
 /// Hands out stream positions inside a write transaction; they become visible when it commits.
+/// A write also names what it changed ([`ChangeKey`]), for the change index.
 pub(crate) struct Positions<'a> {
     allocated: &'a AtomicI64,
     last: Option<i64>,
+    touched: Vec<ChangeKey>,
 }
 
 impl Positions<'_> {
@@ -53,6 +78,22 @@ impl Positions<'_> {
         let p = self.allocated.fetch_add(1, Ordering::SeqCst) + 1;
         self.last = Some(p);
         p
+    }
+
+    /// Records that this write changed `key`; a write that touches something takes a position.
+    pub(crate) fn touch(&mut self, key: ChangeKey) {
+        if self.last.is_none() {
+            self.next();
+        }
+        self.touched.push(key);
+    }
+
+    pub(crate) fn touch_room(&mut self, room_id: &str) {
+        self.touch(ChangeKey::Room(room_id.to_owned()));
+    }
+
+    pub(crate) fn touch_user(&mut self, user_id: &str) {
+        self.touch(ChangeKey::User(user_id.to_owned()));
     }
 }
 
@@ -68,6 +109,13 @@ fn open(path: &Path, flags: OpenFlags) -> Result<Connection> {
     Ok(conn)
 }
 
+fn open_reader(path: &Path) -> Result<Connection> {
+    open(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self> {
@@ -79,59 +127,60 @@ impl SqliteStore {
             })?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            readers.push(open(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?);
+            readers.push(open_reader(path)?);
         }
-        Ok(Self {
-            inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
-                readers: Mutex::new(readers),
-                allocated: AtomicI64::new(max),
-                committed: AtomicI64::new(max),
-            }),
-        })
+        let shared = Arc::new(Shared {
+            allocated: AtomicI64::new(max),
+            committed: AtomicI64::new(max),
+            changes: ChangeIndex::new(max),
+        });
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, &writer_shared, rx))
+            .map_err(|e| StorageError::Database(format!("cannot start the writer: {e}")))?;
+        let inner = Arc::new(Inner {
+            shared,
+            jobs: Mutex::new(tx),
+            readers: Mutex::new(readers),
+            reader_back: Condvar::new(),
+        });
+        let watch = open_reader(path)?;
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("sqlite-watch".into())
+            .spawn(move || watch_other_writers(watch, weak))
+            .map_err(|e| StorageError::Database(format!("cannot start the watcher: {e}")))?;
+        Ok(Self { inner })
     }
 
-    /// Runs `f` in a write transaction on a blocking thread. Stream positions taken from
-    /// `Positions` are published only after the commit succeeded.
+    /// Runs `f` in a write transaction (shared with other queued writes, each in its own
+    /// savepoint). Answers after the commit is durable; stream positions taken from `Positions`
+    /// are published only then.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, &mut Positions<'_>) -> Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock();
-            let start = inner.allocated.load(Ordering::SeqCst);
-            let mut positions = Positions {
-                allocated: &inner.allocated,
-                last: None,
-            };
-            let tx = conn.transaction()?;
-            let out = f(&tx, &mut positions);
-            match out {
-                Ok(v) => {
-                    if let Some(last) = positions.last {
-                        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'stream'", [last])?;
-                    }
-                    tx.commit()?;
-                    if let Some(last) = positions.last {
-                        inner.committed.store(last, Ordering::SeqCst);
-                    }
-                    Ok(v)
-                }
-                Err(e) => {
-                    drop(tx);
-                    // Positions taken by a failed transaction are given back.
-                    inner.allocated.store(start, Ordering::SeqCst);
-                    Err(e)
-                }
+        let (reply, answer) = tokio::sync::oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |tx, pos| match f(tx, pos) {
+            Ok(v) => Some(Box::new(move |committed: Result<()>| {
+                let _ = reply.send(committed.map(|()| v));
+            })),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                None
             }
-        })
-        .await
-        .map_err(|e| StorageError::Database(format!("writer task failed: {e}")))?
+        });
+        self.inner
+            .jobs
+            .lock()
+            .send(job)
+            .map_err(|_| StorageError::Database("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StorageError::Database("the write was abandoned".into()))?
     }
 
     /// Runs `f` on a reader connection on a blocking thread.
@@ -142,24 +191,175 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = inner.readers.lock().pop();
-            let Some(conn) = conn else {
-                // All readers busy: fall back to the writer connection rather than wait.
-                let w = inner.writer.lock();
-                return f(&w);
+            let conn = {
+                let mut pool = inner.readers.lock();
+                loop {
+                    if let Some(c) = pool.pop() {
+                        break c;
+                    }
+                    inner.reader_back.wait(&mut pool);
+                }
             };
-            let out = f(&conn);
+            let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(&conn)));
             inner.readers.lock().push(conn);
-            out
+            inner.reader_back.notify_one();
+            out.unwrap_or_else(|_| Err(StorageError::Database("a read panicked".into())))
         })
         .await
         .map_err(|e| StorageError::Database(format!("reader task failed: {e}")))?
     }
 }
 
+/// How often the database is checked for writes by another process.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Notices writes by another process (`feldpost admin` on the same database) within
+/// [`WATCH_INTERVAL`]: an empty batch then makes the writer take over their positions and void
+/// what the change index (and the caches built on it) knew. Ends with the store.
+fn watch_other_writers(conn: Connection, inner: std::sync::Weak<Inner>) {
+    loop {
+        std::thread::sleep(WATCH_INTERVAL);
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let stored = conn.query_row("SELECT value FROM meta WHERE key = 'stream'", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        if let Ok(v) = stored
+            && v > inner.shared.allocated.load(Ordering::SeqCst)
+        {
+            let noop: Job = Box::new(|_, _| Some(Box::new(|_| {})));
+            let _ = inner.jobs.lock().send(noop);
+        }
+    }
+}
+
+/// The writer thread: waits for a write, takes whatever else queued meanwhile, commits them
+/// together. Ends when every `SqliteStore` handle is gone.
+fn writer_loop(mut conn: Connection, shared: &Shared, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, shared, batch);
+    }
+}
+
+fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
+    let start = shared.allocated.load(Ordering::SeqCst);
+    // Immediate: the write lock first, so that the position read below is the latest.
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            // Dropping the jobs answers each with an error.
+            return;
+        }
+    };
+    // Another process (`feldpost admin`) may have written since our last batch: continue after
+    // its positions, and forget what the change index knew.
+    let external = match tx.query_row("SELECT value FROM meta WHERE key = 'stream'", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(v) if v > start => Some(v),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the stream position");
+            drop(tx);
+            return;
+        }
+    };
+    if let Some(v) = external {
+        shared.allocated.store(v, Ordering::SeqCst);
+    }
+    let start = shared.allocated.load(Ordering::SeqCst);
+    let fail_all = |replies: Vec<Reply>, why: &str| {
+        shared.allocated.store(start, Ordering::SeqCst);
+        for r in replies {
+            r(Err(StorageError::Database(why.to_owned())));
+        }
+    };
+    let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+    let mut touched: Vec<ChangeKey> = Vec::new();
+    let mut last: Option<i64> = None;
+    for job in batch {
+        if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+            tracing::error!(error = %e, "cannot open a savepoint");
+            drop(tx);
+            return fail_all(replies, "write batch failed");
+        }
+        let before = shared.allocated.load(Ordering::SeqCst);
+        let mut pos = Positions {
+            allocated: &shared.allocated,
+            last: None,
+            touched: Vec::new(),
+        };
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&tx, &mut pos)));
+        match outcome {
+            Ok(Some(reply)) => {
+                if let Err(e) = tx.execute_batch("RELEASE job") {
+                    tracing::error!(error = %e, "cannot release a savepoint");
+                    drop(tx);
+                    replies.push(reply);
+                    return fail_all(replies, "write batch failed");
+                }
+                replies.push(reply);
+                touched.append(&mut pos.touched);
+                last = pos.last.or(last);
+            }
+            failed => {
+                if failed.is_err() {
+                    tracing::error!("a write panicked; rolled back");
+                }
+                // Positions taken by a failed write are given back.
+                shared.allocated.store(before, Ordering::SeqCst);
+                if let Err(e) = tx.execute_batch("ROLLBACK TO job; RELEASE job") {
+                    tracing::error!(error = %e, "cannot roll back a savepoint");
+                    drop(tx);
+                    return fail_all(replies, "write batch failed");
+                }
+            }
+        }
+    }
+    let committed = (|| -> rusqlite::Result<()> {
+        if let Some(last) = last {
+            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'stream'", [last])?;
+        }
+        tx.commit()
+    })();
+    match committed {
+        Ok(()) => {
+            if let Some(v) = external {
+                shared.changes.forget_before(v);
+                shared.committed.fetch_max(v, Ordering::SeqCst);
+            }
+            if let Some(last) = last {
+                // The index first, then the position: a sync that sees `last` sees its changes.
+                shared.changes.record(&touched, last);
+                shared.committed.store(last, Ordering::SeqCst);
+            }
+            for r in replies {
+                r(Ok(()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "commit failed");
+            fail_all(replies, &format!("commit failed: {e}"));
+        }
+    }
+}
+
 impl crate::Store for SqliteStore {
     fn current_position(&self) -> i64 {
-        self.inner.committed.load(Ordering::SeqCst)
+        self.inner.shared.committed.load(Ordering::SeqCst)
+    }
+
+    fn changes(&self) -> &ChangeIndex {
+        &self.inner.shared.changes
     }
 }
 

@@ -164,6 +164,7 @@ impl PushStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for n in rows {
+                pos.touch_user(&n.user_id);
                 st.execute(params![
                     n.user_id,
                     n.room_id,

@@ -323,6 +323,10 @@ impl RoomStore for SqliteStore {
         self.write(move |tx, pos| {
             let stream = pos.next();
             let state_group_after = persist(tx, stream, &event)?;
+            pos.touch_room(&event.room_id);
+            if let Some(m) = &event.membership {
+                pos.touch_user(&m.user_id);
+            }
             Ok(PersistedEvent {
                 stream,
                 state_group_after,
@@ -525,11 +529,12 @@ impl RoomStore for SqliteStore {
 
     async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<()> {
         let (r, u) = (room_id.to_owned(), user_id.to_owned());
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
             tx.execute(
                 "UPDATE memberships SET forgotten = 1 WHERE room_id = ?1 AND user_id = ?2",
                 params![r, u],
             )?;
+            pos.touch_user(&u);
             Ok(())
         })
         .await

@@ -57,3 +57,65 @@ async fn filters_are_per_user() {
     assert!(s.get_filter("@b:x", &id).await.expect("get").is_none());
     assert!(s.get_filter("@a:x", "nope").await.expect("get").is_none());
 }
+
+/// Many writes queued at once share transactions; a failing one among them rolls back alone and
+/// gives its position back, and every success is visible with its own position.
+#[tokio::test]
+async fn group_commit_isolates_a_failing_write() {
+    let (_d, s) = store();
+    let u = NewUser {
+        user_id: "@dup:x".into(),
+        password_hash: None,
+        displayname: None,
+        is_admin: false,
+        created_ms: 0,
+    };
+    s.create_user(u.clone()).await.expect("first");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let s = s.clone();
+        let u = u.clone();
+        tasks.push(tokio::spawn(async move {
+            if i == 100 {
+                // A conflict in the middle of a batch.
+                s.create_user(u).await.map(|_| -1)
+            } else {
+                s.set_account_data("@a:x", None, &format!("t{i}"), "{}")
+                    .await
+            }
+        }));
+    }
+    let mut positions = Vec::new();
+    let mut failures = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(p) => positions.push(p),
+            Err(crate::StorageError::Conflict(_)) => failures += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(failures, 1);
+    positions.sort();
+    positions.dedup();
+    assert_eq!(positions.len(), 199, "each success has its own position");
+    assert_eq!(s.current_position(), *positions.last().expect("some"));
+    let all = s
+        .account_data_since("@a:x", 0, s.current_position())
+        .await
+        .expect("read");
+    assert_eq!(all.len(), 199);
+}
+
+/// The change index knows what a commit touched before its position becomes visible.
+#[tokio::test]
+async fn commits_record_what_they_changed() {
+    let (_d, s) = store();
+    let before = s.current_position();
+    assert!(!s.changes().user_changed("@a:x", before));
+    s.set_account_data("@a:x", None, "t", "{}")
+        .await
+        .expect("write");
+    assert!(s.changes().user_changed("@a:x", before));
+    assert!(!s.changes().user_changed("@a:x", s.current_position()));
+    assert!(!s.changes().user_changed("@b:x", before));
+}

@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Row, params, params_from_iter, types::Value};
 
 use super::{SqliteStore, placeholders};
 use crate::{
-    AccountDataRecord, MediaRecord, PresenceRecord, ReceiptRecord, Result, StorageError,
+    AccountDataRecord, ChangeKey, MediaRecord, PresenceRecord, ReceiptRecord, Result, StorageError,
     UserDataStore,
 };
 
@@ -53,6 +53,7 @@ impl UserDataStore for SqliteStore {
                  ON CONFLICT (user_id, room_id, kind) DO UPDATE SET content = excluded.content, stream = excluded.stream",
                 params![u, r, k, c, stream],
             )?;
+            pos.touch_user(&u);
             Ok(stream)
         })
         .await
@@ -117,6 +118,8 @@ impl UserDataStore for SqliteStore {
                     event_id = excluded.event_id, ts = excluded.ts, stream = excluded.stream",
                 params![rec.room_id, rec.receipt_type, rec.user_id, rec.thread_id, rec.event_id, rec.ts, stream],
             )?;
+            pos.touch_room(&rec.room_id);
+            pos.touch_user(&rec.user_id);
             Ok(stream)
         })
         .await
@@ -206,6 +209,7 @@ impl UserDataStore for SqliteStore {
                     last_active_ms = excluded.last_active_ms, stream = excluded.stream",
                 params![p.user_id, p.state, p.status_msg, p.last_active_ms, stream],
             )?;
+            pos.touch(ChangeKey::Presence);
             Ok(stream)
         })
         .await

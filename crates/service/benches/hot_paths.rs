@@ -1,0 +1,251 @@
+//! Micro-benchmarks of two hot paths: sending a message (build, hash, sign, authorize, store)
+//! and building /sync responses.
+//!
+//! `cargo bench -p feldpost-service --bench hot_paths` (add `-- --quick` for a short run).
+//!
+//! The services are opened as the binary opens them, on a temporary data directory, so SQLite
+//! runs with its real settings (WAL, `synchronous = FULL`) and every stored event is an fsync.
+//! The background tasks (`Services::spawn_background`) are not started: push evaluation runs
+//! off the send path and would only add noise here.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use feldpost_service::Services;
+use feldpost_service::config::Config;
+use feldpost_service::filter::Filter;
+use feldpost_service::rooms::NewPdu;
+use feldpost_service::rooms::create::CreateRoom;
+use feldpost_service::rooms::membership::Profile;
+use feldpost_service::sync::{SyncRequest, SyncToken};
+use ruma::{OwnedRoomId, OwnedUserId};
+use serde_json::{Value, json};
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+
+const DEVICE: &str = "BENCHDEVICE";
+/// Rooms of the syncing user, and messages already in each when the benchmarks start (enough
+/// to fill the default timeline limit of 10, so that initial sync returns full timelines).
+const SYNC_ROOMS: usize = 50;
+const MESSAGES_PER_ROOM: usize = 10;
+
+/// One server with `alice` and `bob` joined to the same rooms. Field order matters: the
+/// services (and their open database) are dropped before the data directory is removed.
+struct Fixture {
+    services: Arc<Services>,
+    alice: OwnedUserId,
+    bob: OwnedUserId,
+    rooms: Vec<OwnedRoomId>,
+    /// Kept so that the receiver the syncs get never reports a shutdown.
+    _shutdown_tx: watch::Sender<bool>,
+    shutdown: watch::Receiver<bool>,
+    _dir: tempfile::TempDir,
+}
+
+fn runtime() -> Runtime {
+    // Multi-threaded like the server's: storage work goes through spawn_blocking either way.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn text(body: String) -> NewPdu {
+    NewPdu::message("m.room.message", json!({"msgtype": "m.text", "body": body}))
+}
+
+impl Fixture {
+    async fn new(rooms: usize, messages_per_room: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let services = Services::open(config).expect("open services");
+        // No passwords: argon2 hashing is not what is measured and would only slow the setup.
+        let alice = services
+            .accounts
+            .register(Some("alice"), None, false)
+            .await
+            .expect("register alice");
+        let bob = services
+            .accounts
+            .register(Some("bob"), None, false)
+            .await
+            .expect("register bob");
+        services
+            .accounts
+            .create_session(&alice, Some(DEVICE), None)
+            .await
+            .expect("alice's device");
+        let profile_of = |u: OwnedUserId| async move {
+            Ok::<_, feldpost_service::Error>(Profile {
+                displayname: Some(u.localpart().to_owned()),
+                avatar_url: None,
+            })
+        };
+        let mut room_ids = Vec::with_capacity(rooms);
+        for i in 0..rooms {
+            let req = CreateRoom {
+                name: Some(format!("Room {i}")),
+                preset: Some("public_chat".into()),
+                ..CreateRoom::default()
+            };
+            let room = services
+                .rooms
+                .create_room(&alice, req, profile_of)
+                .await
+                .expect("create room");
+            services
+                .rooms
+                .join(
+                    &room,
+                    &bob,
+                    &profile_of(bob.clone()).await.expect("profile"),
+                    None,
+                )
+                .await
+                .expect("bob joins");
+            for m in 0..messages_per_room {
+                let sender = if m % 2 == 0 { &alice } else { &bob };
+                services
+                    .rooms
+                    .append(&room, sender, text(format!("message {m}")))
+                    .await
+                    .expect("send");
+            }
+            room_ids.push(room);
+        }
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        Self {
+            services,
+            alice,
+            bob,
+            rooms: room_ids,
+            _shutdown_tx: shutdown_tx,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    /// A sync of alice's device; with a zero timeout an incremental one never parks.
+    async fn sync(&self, since: Option<SyncToken>) -> Value {
+        let req = SyncRequest {
+            since,
+            full_state: false,
+            timeout: Duration::ZERO,
+            filter: Filter::default(),
+        };
+        self.services
+            .sync
+            .sync(&self.alice, DEVICE, req, &self.shutdown)
+            .await
+            .expect("sync")
+    }
+}
+
+/// The token a client would send with its next sync.
+fn next_batch(body: &Value) -> SyncToken {
+    body["next_batch"]
+        .as_str()
+        .and_then(SyncToken::parse)
+        .expect("next_batch")
+}
+
+fn joined_rooms(body: &Value) -> usize {
+    body["rooms"]["join"].as_object().map_or(0, |m| m.len())
+}
+
+fn send(c: &mut Criterion) {
+    let rt = runtime();
+    let fx = rt.block_on(Fixture::new(1, MESSAGES_PER_ROOM));
+    let room = &fx.rooms[0];
+    let mut g = c.benchmark_group("send");
+    g.bench_function("build_and_sign", |b| {
+        b.to_async(&rt).iter(|| async {
+            fx.services
+                .rooms
+                .build_detached(room, &fx.alice, text("hello".into()))
+                .await
+                .expect("build")
+        })
+    });
+    // With a transaction id, like a client's PUT /send: that adds the idempotency lookup.
+    let mut txn = 0u64;
+    g.bench_function("append_message", |b| {
+        b.to_async(&rt).iter(|| {
+            txn += 1;
+            let mut new = text(format!("message {txn}"));
+            new.txn = Some((DEVICE.into(), format!("bench{txn}")));
+            let fx = &fx;
+            async move {
+                fx.services
+                    .rooms
+                    .append(room, &fx.alice, new)
+                    .await
+                    .expect("append")
+            }
+        })
+    });
+    g.finish();
+}
+
+fn sync(c: &mut Criterion) {
+    let rt = runtime();
+    let fx = rt.block_on(Fixture::new(SYNC_ROOMS, MESSAGES_PER_ROOM));
+    // Check once that each case measures what its name says, so that a change in sync's
+    // behaviour fails here instead of silently timing something else.
+    let latest = rt.block_on(async {
+        let initial = fx.sync(None).await;
+        assert_eq!(joined_rooms(&initial), SYNC_ROOMS);
+        let since = next_batch(&initial);
+        assert_eq!(joined_rooms(&fx.sync(Some(since)).await), 0);
+        fx.services
+            .rooms
+            .append(&fx.rooms[0], &fx.bob, text("check".into()))
+            .await
+            .expect("send");
+        let body = fx.sync(Some(since)).await;
+        assert_eq!(joined_rooms(&body), 1);
+        next_batch(&body)
+    });
+
+    let mut g = c.benchmark_group(format!("sync_{SYNC_ROOMS}_rooms"));
+    g.bench_function("initial", |b| b.to_async(&rt).iter(|| fx.sync(None)));
+    g.bench_function("incremental_idle", |b| {
+        b.to_async(&rt).iter(|| fx.sync(Some(latest)))
+    });
+    // Each iteration sends one message to the next room (untimed), then times the sync a client
+    // makes with its last next_batch: one changed room among SYNC_ROOMS. A Cell carries the
+    // token and the room from one batch of iterations to the next.
+    let since = Cell::new(latest);
+    let next_room = Cell::new(0usize);
+    g.bench_function("incremental_one_new_message", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (fx, since, next_room) = (&fx, &since, &next_room);
+            async move {
+                let mut timed = Duration::ZERO;
+                for i in 0..iters {
+                    let room = &fx.rooms[next_room.get()];
+                    next_room.set((next_room.get() + 1) % fx.rooms.len());
+                    fx.services
+                        .rooms
+                        .append(room, &fx.bob, text(format!("new {i}")))
+                        .await
+                        .expect("send");
+                    let start = Instant::now();
+                    let body = fx.sync(Some(since.get())).await;
+                    timed += start.elapsed();
+                    since.set(next_batch(&body));
+                }
+                timed
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, send, sync);
+criterion_main!(benches);
