@@ -185,7 +185,7 @@ impl Sync {
         let key = (user.to_string(), device.to_owned());
         if let Some(done) = self.acknowledged.lock().get(&key)
             && *done >= up_to
-            && !self.store.changes().user_changed(user.as_str(), *done)
+            && !self.store.changes().inbox_changed(user.as_str(), *done)
         {
             return Ok(());
         }
@@ -399,7 +399,8 @@ impl Sync {
                     since: since.stream,
                     now: now.stream,
                     initial,
-                    user_changed,
+                    notifications_changed: everything
+                        || changes.notifications_changed(user.as_str(), since.stream),
                 },
                 filter,
                 memberships,
@@ -425,7 +426,10 @@ impl Sync {
         anything |= !presence.is_empty();
 
         // --- End-to-end encryption (see keys.rs and to_device.rs) ---
-        let inbox = if user_changed || since.to_device.is_some() {
+        let inbox = if everything
+            || since.to_device.is_some()
+            || changes.inbox_changed(user.as_str(), since.stream)
+        {
             crate::to_device::inbox(
                 self.store.as_ref(),
                 user.as_str(),
@@ -445,7 +449,7 @@ impl Sync {
         // keys of everyone it shares an encrypted room with after an initial sync anyway.
         // Device lists change with keys, and with who shares a room: a membership event in a
         // room (or a timeline too long to tell) means the delta must be computed.
-        let members_moved = user_changed
+        let members_moved = memberships.iter().any(|m| m.stream > since.stream)
             || join.values().any(|room| {
                 room.pointer("/timeline/limited") == Some(&Value::Bool(true))
                     || room
@@ -661,26 +665,21 @@ impl Sync {
     }
 
     async fn summary(&self, user: &UserId, room_id: &OwnedRoomId) -> Result<Value> {
-        let members = self.store.room_members(room_id.as_str()).await?;
-        let joined = members.iter().filter(|m| m.membership == "join").count();
-        let invited = members.iter().filter(|m| m.membership == "invite").count();
+        // Counts and five heroes from the database: a room of 2,000 members is not loaded whole
+        // for every member's initial sync.
+        let members = self
+            .store
+            .member_summary(room_id.as_str(), user.as_str(), 5)
+            .await?;
         let state = self.rooms.current_state(room_id).await?;
         let named = state.contains_key(&("m.room.name".to_owned(), String::new()))
             || state.contains_key(&("m.room.canonical_alias".to_owned(), String::new()));
-        let mut summary =
-            json!({"m.joined_member_count": joined, "m.invited_member_count": invited});
+        let mut summary = json!({
+            "m.joined_member_count": members.joined,
+            "m.invited_member_count": members.invited,
+        });
         if !named {
-            let mut heroes: Vec<&str> = members
-                .iter()
-                .filter(|m| {
-                    m.user_id != user.as_str()
-                        && (m.membership == "join" || m.membership == "invite")
-                })
-                .map(|m| m.user_id.as_str())
-                .collect();
-            heroes.sort();
-            heroes.truncate(5);
-            summary["m.heroes"] = json!(heroes);
+            summary["m.heroes"] = json!(members.heroes);
         }
         Ok(summary)
     }

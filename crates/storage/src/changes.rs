@@ -15,10 +15,16 @@ use parking_lot::RwLock;
 /// What a write touched, as far as `/sync` is concerned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ChangeKey {
-    /// Events, receipts: everything in a room's section.
+    /// Events and receipts: what a room's section shows.
     Room(String),
-    /// Memberships, account data, send-to-device messages, notification counts of one user.
+    /// A user's memberships and account data.
     User(String),
+    /// Send-to-device messages for a user's devices.
+    Inbox(String),
+    /// Notification rows of a user (unread counts).
+    Notifications(String),
+    /// What bounds a user's unread counts: their read receipts and memberships.
+    Reads(String),
     /// One-time and fallback keys of one user (uploaded, claimed, dropped with a device).
     Keys(String),
     /// Any device-list change (observers are found by shared rooms, at read time).
@@ -29,53 +35,95 @@ pub enum ChangeKey {
     Credentials,
 }
 
+/// The per-room and per-user kinds, each with its own map.
+#[derive(Clone, Copy)]
+enum Kind {
+    Room,
+    User,
+    Inbox,
+    Notifications,
+    Reads,
+    Keys,
+}
+const KINDS: usize = 6;
+
+/// The global kinds.
+#[derive(Clone, Copy)]
+enum Global {
+    DeviceLists,
+    Presence,
+    Credentials,
+}
+const GLOBALS: usize = 3;
+
 pub struct ChangeIndex {
     /// Positions at or below this are from before the index knew everything (its start, or the
     /// last write by another process).
     floor: AtomicI64,
-    rooms: RwLock<HashMap<String, i64>>,
-    users: RwLock<HashMap<String, i64>>,
-    keys: RwLock<HashMap<String, i64>>,
-    device_lists: AtomicI64,
-    presence: AtomicI64,
-    credentials: AtomicI64,
+    keyed: [RwLock<HashMap<String, i64>>; KINDS],
+    global: [AtomicI64; GLOBALS],
 }
 
 impl ChangeIndex {
     pub fn new(floor: i64) -> Self {
         Self {
             floor: AtomicI64::new(floor),
-            rooms: RwLock::default(),
-            users: RwLock::default(),
-            keys: RwLock::default(),
-            device_lists: AtomicI64::new(floor),
-            presence: AtomicI64::new(floor),
-            credentials: AtomicI64::new(floor),
+            keyed: Default::default(),
+            global: std::array::from_fn(|_| AtomicI64::new(floor)),
         }
     }
 
     /// Records that `keys` changed at `pos` (called by the writer before `pos` becomes visible).
     pub fn record<'a>(&self, keys: impl IntoIterator<Item = &'a ChangeKey>, pos: i64) {
         for key in keys {
-            match key {
-                ChangeKey::Room(r) => bump(&self.rooms, r, pos),
-                ChangeKey::User(u) => bump(&self.users, u, pos),
-                ChangeKey::Keys(u) => bump(&self.keys, u, pos),
+            let (kind, id) = match key {
+                ChangeKey::Room(r) => (Kind::Room, r),
+                ChangeKey::User(u) => (Kind::User, u),
+                ChangeKey::Inbox(u) => (Kind::Inbox, u),
+                ChangeKey::Notifications(u) => (Kind::Notifications, u),
+                ChangeKey::Reads(u) => (Kind::Reads, u),
+                ChangeKey::Keys(u) => (Kind::Keys, u),
                 ChangeKey::DeviceLists => {
-                    self.device_lists.fetch_max(pos, Ordering::SeqCst);
+                    self.bump_global(Global::DeviceLists, pos);
+                    continue;
                 }
                 ChangeKey::Presence => {
-                    self.presence.fetch_max(pos, Ordering::SeqCst);
+                    self.bump_global(Global::Presence, pos);
+                    continue;
                 }
                 ChangeKey::Credentials => {
-                    self.credentials.fetch_max(pos, Ordering::SeqCst);
+                    self.bump_global(Global::Credentials, pos);
+                    continue;
+                }
+            };
+            let mut m = self.keyed[kind as usize].write();
+            match m.get_mut(id.as_str()) {
+                Some(p) => *p = (*p).max(pos),
+                None => {
+                    m.insert(id.clone(), pos);
                 }
             }
         }
     }
 
+    fn bump_global(&self, g: Global, pos: i64) {
+        self.global[g as usize].fetch_max(pos, Ordering::SeqCst);
+    }
+
     fn floor(&self) -> i64 {
         self.floor.load(Ordering::SeqCst)
+    }
+
+    fn keyed_changed(&self, kind: Kind, id: &str, since: i64) -> bool {
+        since < self.floor()
+            || self.keyed[kind as usize]
+                .read()
+                .get(id)
+                .is_some_and(|p| *p > since)
+    }
+
+    fn global_changed(&self, g: Global, since: i64) -> bool {
+        since < self.floor() || self.global[g as usize].load(Ordering::SeqCst) > since
     }
 
     /// Another process wrote up to `pos` (e.g. `feldpost admin`): what it touched is unknown, so
@@ -84,43 +132,47 @@ impl ChangeIndex {
         self.floor.fetch_max(pos, Ordering::SeqCst);
     }
 
-    /// Whether the room may have changed after `since`.
+    /// Whether the room's events or receipts may have changed after `since`.
     pub fn room_changed(&self, room_id: &str, since: i64) -> bool {
-        since < self.floor() || self.rooms.read().get(room_id).is_some_and(|p| *p > since)
+        self.keyed_changed(Kind::Room, room_id, since)
     }
 
-    /// Whether the user's own sections (memberships, account data, inbox, counts) may have
-    /// changed after `since`.
+    /// Whether the user's memberships or account data may have changed after `since`.
     pub fn user_changed(&self, user_id: &str, since: i64) -> bool {
-        since < self.floor() || self.users.read().get(user_id).is_some_and(|p| *p > since)
+        self.keyed_changed(Kind::User, user_id, since)
+    }
+
+    /// Whether send-to-device messages may have arrived for the user after `since`.
+    pub fn inbox_changed(&self, user_id: &str, since: i64) -> bool {
+        self.keyed_changed(Kind::Inbox, user_id, since)
+    }
+
+    /// Whether the user may have new notification rows after `since`.
+    pub fn notifications_changed(&self, user_id: &str, since: i64) -> bool {
+        self.keyed_changed(Kind::Notifications, user_id, since)
+    }
+
+    /// Whether the user's read receipts or memberships may have changed after `since`.
+    pub fn reads_changed(&self, user_id: &str, since: i64) -> bool {
+        self.keyed_changed(Kind::Reads, user_id, since)
     }
 
     /// Whether the user's one-time or fallback keys may have changed after `since`.
     pub fn keys_changed(&self, user_id: &str, since: i64) -> bool {
-        since < self.floor() || self.keys.read().get(user_id).is_some_and(|p| *p > since)
+        self.keyed_changed(Kind::Keys, user_id, since)
     }
 
     pub fn device_lists_changed(&self, since: i64) -> bool {
-        since < self.floor() || self.device_lists.load(Ordering::SeqCst) > since
+        self.global_changed(Global::DeviceLists, since)
     }
 
     pub fn presence_changed(&self, since: i64) -> bool {
-        since < self.floor() || self.presence.load(Ordering::SeqCst) > since
+        self.global_changed(Global::Presence, since)
     }
 
     /// Whether any credential changed after `since` (then cached authentications are void).
     pub fn credentials_changed(&self, since: i64) -> bool {
-        since < self.floor() || self.credentials.load(Ordering::SeqCst) > since
-    }
-}
-
-fn bump(map: &RwLock<HashMap<String, i64>>, key: &str, pos: i64) {
-    let mut m = map.write();
-    match m.get_mut(key) {
-        Some(p) => *p = (*p).max(pos),
-        None => {
-            m.insert(key.to_owned(), pos);
-        }
+        self.global_changed(Global::Credentials, since)
     }
 }
 

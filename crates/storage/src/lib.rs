@@ -122,6 +122,14 @@ pub trait RoomStore: Send + Sync {
     /// The current membership of the user in every room the server knows them in.
     async fn rooms_for_user(&self, user_id: &str) -> Result<Vec<MembershipRecord>>;
     async fn room_members(&self, room_id: &str) -> Result<Vec<MembershipRecord>>;
+    /// Joined and invited counts, and up to `heroes` joined or invited members other than
+    /// `viewer` in user-id order — a room summary without loading every member.
+    async fn member_summary(
+        &self,
+        room_id: &str,
+        viewer: &str,
+        heroes: u32,
+    ) -> Result<MemberSummary>;
     async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<MembershipRecord>>;
     async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<()>;
     async fn relations(&self, query: RelationQuery) -> Result<Vec<StoredEvent>>;
@@ -484,13 +492,16 @@ pub trait PushStore: Send + Sync {
     /// in a room, by thread id (`""` for the unthreaded receipt).
     async fn read_positions(&self, user_id: &str, room_id: &str) -> Result<Vec<(String, i64)>>;
     /// Unread counts per thread of a room: notifications of events after `floor` (or, for a
-    /// thread listed in `thread_floors`, after the larger of the two).
+    /// thread listed in `thread_floors`, after the larger of the two), among the notification
+    /// rows written in stream positions `(window.0, window.1]` — a window lets a cached count
+    /// be brought up to date by adding only what arrived since.
     async fn unread_counts(
         &self,
         user_id: &str,
         room_id: &str,
         floor: i64,
         thread_floors: Vec<(String, i64)>,
+        window: (i64, i64),
     ) -> Result<Vec<ThreadCount>>;
     /// Unread notifications across the rooms the user is joined to (after their join and their
     /// unthreaded receipts), for the badge count that every push carries.

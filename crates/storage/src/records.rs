@@ -147,6 +147,13 @@ pub struct EventFilter {
     pub contains_url: Option<bool>,
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct MemberSummary {
+    pub joined: u64,
+    pub invited: u64,
+    pub heroes: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct MembershipRecord {
     pub room_id: String,

@@ -18,7 +18,7 @@ pub mod quiet_hours;
 pub mod rules;
 pub(crate) mod sync_counts;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -99,6 +99,22 @@ pub struct RoomCounts {
     pub threads: Vec<(String, u64, u64)>,
 }
 
+impl RoomCounts {
+    fn from_threads(per_thread: &BTreeMap<String, (u64, u64)>) -> Self {
+        let mut out = Self::default();
+        for (thread, &(n, h)) in per_thread.iter().filter(|(_, c)| c.0 > 0) {
+            out.total.0 += n;
+            out.total.1 += h;
+            if thread == "main" {
+                out.main = (n, h);
+            } else {
+                out.threads.push((thread.clone(), n, h));
+            }
+        }
+        out
+    }
+}
+
 pub struct Push {
     pub rules: Arc<PushRules>,
     pub pushers: Pushers,
@@ -114,6 +130,18 @@ pub struct Push {
     queue: Mutex<Option<mpsc::UnboundedReceiver<NewEventNotice>>>,
     /// The stream position of the last event evaluated, so callers can wait for evaluation.
     evaluated: Arc<std::sync::atomic::AtomicI64>,
+    /// Unread counts per (user, room), brought up to date by counting only new notification
+    /// rows while the user's receipts and memberships stay as they were.
+    counts: Mutex<HashMap<(String, String), CachedCounts>>,
+}
+
+/// Counts as of stream position `at`, with the floors they were counted from.
+struct CachedCounts {
+    at: i64,
+    floor: i64,
+    thread_floors: Vec<(String, i64)>,
+    /// thread id → (notifications, highlights)
+    per_thread: BTreeMap<String, (u64, u64)>,
 }
 
 impl Push {
@@ -183,6 +211,7 @@ impl Push {
             local,
             queue: Mutex::new(Some(rx)),
             evaluated: Arc::default(),
+            counts: Mutex::default(),
         })
     }
 
@@ -254,6 +283,42 @@ impl Push {
 
     /// Unread counts of a room for a user, after their read receipts.
     pub async fn room_counts(&self, user: &UserId, room: &RoomId) -> Result<RoomCounts> {
+        let changes = self.store.changes();
+        let key = (user.to_string(), room.to_string());
+        let now = self.store.current_position();
+        let cached = self.counts.lock().get(&key).and_then(|c| {
+            (!changes.reads_changed(user.as_str(), c.at))
+                .then(|| (c.at, c.floor, c.thread_floors.clone(), c.per_thread.clone()))
+        });
+        if let Some((at, floor, thread_floors, mut per_thread)) = cached {
+            if now > at && changes.notifications_changed(user.as_str(), at) {
+                let delta = self
+                    .store
+                    .unread_counts(
+                        user.as_str(),
+                        room.as_str(),
+                        floor,
+                        thread_floors.clone(),
+                        (at, now),
+                    )
+                    .await?;
+                for c in delta {
+                    let e = per_thread.entry(c.thread_id).or_default();
+                    e.0 += c.notifications;
+                    e.1 += c.highlights;
+                }
+            }
+            let mut cache = self.counts.lock();
+            if let Some(c) = cache.get_mut(&key)
+                && c.at < now
+                && c.floor == floor
+                && c.thread_floors == thread_floors
+            {
+                c.at = now;
+                c.per_thread = per_thread.clone();
+            }
+            return Ok(RoomCounts::from_threads(&per_thread));
+        }
         let positions = self
             .store
             .read_positions(user.as_str(), room.as_str())
@@ -278,19 +343,32 @@ impl Push {
             .collect();
         let counts = self
             .store
-            .unread_counts(user.as_str(), room.as_str(), floor, thread_floors)
+            .unread_counts(
+                user.as_str(),
+                room.as_str(),
+                floor,
+                thread_floors.clone(),
+                (i64::MIN, now),
+            )
             .await?;
-        let mut out = RoomCounts::default();
-        for c in counts {
-            out.total.0 += c.notifications;
-            out.total.1 += c.highlights;
-            if c.thread_id == "main" {
-                out.main = (c.notifications, c.highlights);
-            } else {
-                out.threads
-                    .push((c.thread_id, c.notifications, c.highlights));
-            }
+        let per_thread: BTreeMap<String, (u64, u64)> = counts
+            .into_iter()
+            .map(|c| (c.thread_id, (c.notifications, c.highlights)))
+            .collect();
+        let out = RoomCounts::from_threads(&per_thread);
+        let mut cache = self.counts.lock();
+        if cache.len() >= 1_000_000 {
+            cache.clear();
         }
+        cache.insert(
+            key,
+            CachedCounts {
+                at: now,
+                floor,
+                thread_floors,
+                per_thread,
+            },
+        );
         Ok(out)
     }
 

@@ -20,8 +20,8 @@ pub(crate) struct Window {
     pub since: i64,
     pub now: i64,
     pub initial: bool,
-    /// Whether the change index shows changes of the user (notification rows are such).
-    pub user_changed: bool,
+    /// Whether the change index shows new notification rows of the user.
+    pub notifications_changed: bool,
 }
 
 /// Fills in the push parts of a sync response; true when it added a room.
@@ -38,11 +38,11 @@ pub(crate) async fn add_to_sync(
         since,
         now,
         initial,
-        user_changed,
+        notifications_changed,
     } = window;
     let mut added = false;
-    // Notification rows are user changes in the change index: none, no new counts.
-    if !initial && user_changed {
+    // No new notification rows, no rooms with new counts.
+    if !initial && notifications_changed {
         let joined: HashSet<&str> = memberships
             .iter()
             .filter(|m| m.membership == "join")

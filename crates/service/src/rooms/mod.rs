@@ -43,7 +43,7 @@ pub struct Rooms {
     pub(crate) default_version: RoomVersionId,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     tips: Mutex<HashMap<OwnedRoomId, RoomTip>>,
-    pub(crate) state_cache: Mutex<HashMap<i64, Arc<StateMap>>>,
+    pub(crate) state_cache: Mutex<state::StateCache>,
     event_cache: Mutex<HashMap<OwnedEventId, Arc<Pdu>>>,
     /// Where every newly stored event goes after commit (push evaluation), off the send path.
     event_sink:

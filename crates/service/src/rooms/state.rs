@@ -14,7 +14,33 @@ pub type StateMap = HashMap<(String, String), OwnedEventId>;
 
 /// A delta chain longer than this is cut by writing a full snapshot.
 const MAX_CHAIN: i64 = 100;
-const CACHE_LIMIT: usize = 20_000;
+/// State entries (over all cached maps) kept in memory: maps of large rooms hold thousands of
+/// entries each, so the bound is on entries, not maps.
+const CACHE_ENTRY_LIMIT: usize = 1_000_000;
+
+/// Full state maps by state group.
+#[derive(Default)]
+pub(crate) struct StateCache {
+    maps: std::collections::HashMap<i64, Arc<StateMap>>,
+    entries: usize,
+}
+
+impl StateCache {
+    pub(crate) fn get(&self, group: &i64) -> Option<&Arc<StateMap>> {
+        self.maps.get(group)
+    }
+
+    pub(crate) fn insert(&mut self, group: i64, map: Arc<StateMap>) {
+        if self.entries + map.len() > CACHE_ENTRY_LIMIT {
+            self.maps.clear();
+            self.entries = 0;
+        }
+        self.entries += map.len();
+        if let Some(old) = self.maps.insert(group, map) {
+            self.entries -= old.len();
+        }
+    }
+}
 
 impl Rooms {
     /// The full state of a state group.
@@ -48,11 +74,7 @@ impl Rooms {
             }
         }
         let map = Arc::new(map);
-        let mut cache = self.state_cache.lock();
-        if cache.len() > CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(group, map.clone());
+        self.state_cache.lock().insert(group, map.clone());
         Ok(map)
     }
 

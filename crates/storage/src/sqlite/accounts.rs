@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::SqliteStore;
+use super::{CachedExt, SqliteStore};
 use crate::{
     AccountStore, ChangeKey, DeviceRecord, NewUser, Result, StorageError, TokenOwner, UserRecord,
 };
@@ -39,7 +39,7 @@ const DEVICE_COLS: &str = "user_id, device_id, display_name, last_seen_ip, last_
 impl AccountStore for SqliteStore {
     async fn create_user(&self, u: NewUser) -> Result<()> {
         self.write(move |tx, _| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "INSERT OR IGNORE INTO users (user_id, password_hash, displayname, is_admin, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![u.user_id, u.password_hash, u.displayname, u.is_admin, u.created_ms],
@@ -55,7 +55,7 @@ impl AccountStore for SqliteStore {
     async fn get_user(&self, user_id: &str) -> Result<Option<UserRecord>> {
         let user_id = user_id.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 &format!("SELECT {USER_COLS} FROM users WHERE user_id = ?1"),
                 [user_id],
                 user_row,
@@ -66,17 +66,15 @@ impl AccountStore for SqliteStore {
     }
 
     async fn count_users(&self) -> Result<u64> {
-        self.read(|c| {
-            Ok(c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64)
-        })
-        .await
+        self.read(|c| Ok(c.q_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64))
+            .await
     }
 
     async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<()> {
         let (user_id, hash) = (user_id.to_owned(), hash.to_owned());
         self.write(move |tx, pos| {
             pos.touch(ChangeKey::Credentials);
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET password_hash = ?2 WHERE user_id = ?1",
                 params![user_id, hash],
             )?;
@@ -88,7 +86,7 @@ impl AccountStore for SqliteStore {
     async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> Result<()> {
         let (user_id, name) = (user_id.to_owned(), name.map(str::to_owned));
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET displayname = ?2 WHERE user_id = ?1",
                 params![user_id, name],
             )?;
@@ -100,7 +98,7 @@ impl AccountStore for SqliteStore {
     async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> Result<()> {
         let (user_id, url) = (user_id.to_owned(), url.map(str::to_owned));
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET avatar_url = ?2 WHERE user_id = ?1",
                 params![user_id, url],
             )?;
@@ -113,12 +111,12 @@ impl AccountStore for SqliteStore {
         let user_id = user_id.to_owned();
         self.write(move |tx, pos| {
             pos.touch(ChangeKey::Credentials);
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = ?1",
                 [&user_id],
             )?;
-            tx.execute("DELETE FROM access_tokens WHERE user_id = ?1", [&user_id])?;
-            tx.execute("DELETE FROM devices WHERE user_id = ?1", [&user_id])?;
+            tx.exec("DELETE FROM access_tokens WHERE user_id = ?1", [&user_id])?;
+            tx.exec("DELETE FROM devices WHERE user_id = ?1", [&user_id])?;
             super::keys::purge_user(tx, pos, &user_id)?;
             Ok(())
         })
@@ -142,24 +140,24 @@ impl AccountStore for SqliteStore {
         self.write(move |tx, pos| {
             pos.touch(ChangeKey::Credentials);
             let existing: Option<i64> = tx
-                .query_row("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2", params![u, d], |r| r.get(0))
+                .q_row("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2", params![u, d], |r| r.get(0))
                 .optional()?;
             if existing.is_some() {
                 // Logging in with an existing device id replaces that device's session.
-                tx.execute("DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2", params![u, d])?;
+                tx.exec("DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2", params![u, d])?;
                 if n.is_some() {
-                    tx.execute(
+                    tx.exec(
                         "UPDATE devices SET display_name = ?3 WHERE user_id = ?1 AND device_id = ?2",
                         params![u, d, n],
                     )?;
                 }
             } else {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO devices (user_id, device_id, display_name, created_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
                     params![u, d, n, now_ms],
                 )?;
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO access_tokens (token_hash, user_id, device_id) VALUES (?1, ?2, ?3)",
                 params![t, u, d],
             )?;
@@ -171,7 +169,7 @@ impl AccountStore for SqliteStore {
     async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
         let t = token_hash.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT user_id, device_id FROM access_tokens WHERE token_hash = ?1",
                 [t],
                 |r| {
@@ -190,7 +188,7 @@ impl AccountStore for SqliteStore {
         let t = token_hash.to_owned();
         self.write(move |tx, pos| {
             pos.touch(ChangeKey::Credentials);
-            tx.execute("DELETE FROM access_tokens WHERE token_hash = ?1", [t])?;
+            tx.exec("DELETE FROM access_tokens WHERE token_hash = ?1", [t])?;
             Ok(())
         })
         .await
@@ -205,7 +203,7 @@ impl AccountStore for SqliteStore {
     ) -> Result<()> {
         let (u, d, ip) = (user_id.to_owned(), device_id.to_owned(), ip.to_owned());
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "UPDATE devices SET last_seen_ip = ?3, last_seen_ms = ?4 WHERE user_id = ?1 AND device_id = ?2",
                 params![u, d, ip, now_ms],
             )?;
@@ -217,7 +215,7 @@ impl AccountStore for SqliteStore {
     async fn list_devices(&self, user_id: &str) -> Result<Vec<DeviceRecord>> {
         let u = user_id.to_owned();
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {DEVICE_COLS} FROM devices WHERE user_id = ?1 ORDER BY device_id"
             ))?;
             let rows = st
@@ -231,7 +229,7 @@ impl AccountStore for SqliteStore {
     async fn get_device(&self, user_id: &str, device_id: &str) -> Result<Option<DeviceRecord>> {
         let (u, d) = (user_id.to_owned(), device_id.to_owned());
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 &format!("SELECT {DEVICE_COLS} FROM devices WHERE user_id = ?1 AND device_id = ?2"),
                 params![u, d],
                 device_row,
@@ -253,7 +251,7 @@ impl AccountStore for SqliteStore {
             name.map(str::to_owned),
         );
         self.write(move |tx, _| {
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "UPDATE devices SET display_name = ?3 WHERE user_id = ?1 AND device_id = ?2",
                 params![u, d, n],
             )? > 0)
@@ -268,14 +266,14 @@ impl AccountStore for SqliteStore {
             pos.touch(ChangeKey::Credentials);
             let mut deleted = Vec::new();
             for d in ids {
-                if tx.execute(
+                if tx.exec(
                     "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
                     params![u, d],
                 )? > 0
                 {
                     deleted.push(d.clone());
                 }
-                tx.execute(
+                tx.exec(
                     "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
                     params![u, d],
                 )?;
@@ -290,11 +288,11 @@ impl AccountStore for SqliteStore {
         let (u, keep) = (user_id.to_owned(), keep.unwrap_or("").to_owned());
         self.write(move |tx, pos| {
             pos.touch(ChangeKey::Credentials);
-            tx.execute(
+            tx.exec(
                 "DELETE FROM devices WHERE user_id = ?1 AND device_id != ?2",
                 params![u, keep],
             )?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id != ?2",
                 params![u, keep],
             )?;
@@ -343,7 +341,7 @@ impl AccountStore for SqliteStore {
                           u.displayname IS NULL, u.user_id
                  LIMIT ?3"
             );
-            let mut st = c.prepare(&sql)?;
+            let mut st = c.prepare_cached(&sql)?;
             let rows = st
                 .query_map(
                     params![searcher, pattern, i64::from(limit) + 1, exact, prefix],

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::SqliteStore;
+use super::{CachedExt, SqliteStore};
 use crate::{
     AdminStore, AuditRecord, ChangeKey, ClaimedToken, MediaAdminEntry, MediaOrder, MediaRecord,
     NewAuditEntry, NewRegistrationToken, RegistrationTokenRecord, RegistrationTokenUpdate,
@@ -39,7 +39,7 @@ fn complete_token(
     mut t: RegistrationTokenRecord,
     now_ms: i64,
 ) -> Result<RegistrationTokenRecord> {
-    t.pending = c.query_row(
+    t.pending = c.q_row(
         "SELECT COUNT(*) FROM registration_token_reservations WHERE token_id = ?1 AND expires_ms > ?2",
         params![t.id, now_ms],
         |r| r.get(0),
@@ -212,7 +212,7 @@ const KEPT_ON_PURGE: &[&str] = &["blocked_rooms"];
 impl AdminStore for SqliteStore {
     async fn create_registration_token(&self, t: NewRegistrationToken) -> Result<i64> {
         self.write(move |tx, _| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "INSERT OR IGNORE INTO registration_tokens
                    (token, token_hash, uses_allowed, expiry_time, bound_localpart, displayname, created_by, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -243,7 +243,7 @@ impl AdminStore for SqliteStore {
         let h = token_hash.to_owned();
         self.read(move |c| {
             let t = c
-                .query_row(
+                .q_row(
                     &format!("SELECT {TOKEN_COLS} FROM registration_tokens WHERE token_hash = ?1"),
                     [h],
                     token_row,
@@ -261,7 +261,7 @@ impl AdminStore for SqliteStore {
     ) -> Result<Option<RegistrationTokenRecord>> {
         self.read(move |c| {
             let t = c
-                .query_row(
+                .q_row(
                     &format!("SELECT {TOKEN_COLS} FROM registration_tokens WHERE id = ?1"),
                     [id],
                     token_row,
@@ -283,7 +283,7 @@ impl AdminStore for SqliteStore {
             } else {
                 "bound_localpart IS NULL"
             };
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {TOKEN_COLS} FROM registration_tokens WHERE {cond} ORDER BY id DESC"
             ))?;
             let rows = st
@@ -304,7 +304,7 @@ impl AdminStore for SqliteStore {
         let h = token_hash.to_owned();
         self.write(move |tx, _| {
             let exists: Option<i64> = tx
-                .query_row(
+                .q_row(
                     "SELECT id FROM registration_tokens WHERE token_hash = ?1",
                     [&h],
                     |r| r.get(0),
@@ -314,13 +314,13 @@ impl AdminStore for SqliteStore {
                 return Ok(false);
             }
             if let Some(u) = update.uses_allowed {
-                tx.execute(
+                tx.exec(
                     "UPDATE registration_tokens SET uses_allowed = ?2 WHERE token_hash = ?1",
                     params![h, u],
                 )?;
             }
             if let Some(e) = update.expiry_time {
-                tx.execute(
+                tx.exec(
                     "UPDATE registration_tokens SET expiry_time = ?2 WHERE token_hash = ?1",
                     params![h, e],
                 )?;
@@ -334,22 +334,22 @@ impl AdminStore for SqliteStore {
         let h = token_hash.to_owned();
         self.write(move |tx, _| {
             let id: Option<i64> = tx
-                .query_row(
+                .q_row(
                     "SELECT id FROM registration_tokens WHERE token_hash = ?1",
                     [&h],
                     |r| r.get(0),
                 )
                 .optional()?;
             let Some(id) = id else { return Ok(false) };
-            tx.execute(
+            tx.exec(
                 "DELETE FROM registration_token_reservations WHERE token_id = ?1",
                 [id],
             )?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM registration_token_uses WHERE token_id = ?1",
                 [id],
             )?;
-            tx.execute("DELETE FROM registration_tokens WHERE id = ?1", [id])?;
+            tx.exec("DELETE FROM registration_tokens WHERE id = ?1", [id])?;
             Ok(true)
         })
         .await
@@ -357,11 +357,11 @@ impl AdminStore for SqliteStore {
 
     async fn revoke_registration_token(&self, id: i64, now_ms: i64) -> Result<bool> {
         self.write(move |tx, _| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "UPDATE registration_tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
                 params![id, now_ms],
             )?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM registration_token_reservations WHERE token_id = ?1",
                 [id],
             )?;
@@ -380,12 +380,12 @@ impl AdminStore for SqliteStore {
         let (h, session) = (token_hash.to_owned(), session.to_owned());
         // One write transaction: two registrations cannot both take the last use.
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "DELETE FROM registration_token_reservations WHERE expires_ms <= ?1",
                 [now_ms],
             )?;
             let row: Option<(i64, Option<i64>, i64, Option<i64>, Option<i64>)> = tx
-                .query_row(
+                .q_row(
                     "SELECT id, uses_allowed, completed, expiry_time, revoked_ms
                      FROM registration_tokens WHERE token_hash = ?1",
                     [&h],
@@ -398,7 +398,7 @@ impl AdminStore for SqliteStore {
             if revoked.is_some() || expiry.is_some_and(|e| e <= now_ms) {
                 return Ok(Reservation::Invalid);
             }
-            let others: i64 = tx.query_row(
+            let others: i64 = tx.q_row(
                 "SELECT COUNT(*) FROM registration_token_reservations
                  WHERE token_id = ?1 AND session != ?2 AND expires_ms > ?3",
                 params![id, session, now_ms],
@@ -407,7 +407,7 @@ impl AdminStore for SqliteStore {
             if uses_allowed.is_some_and(|u| completed + others >= u) {
                 return Ok(Reservation::Invalid);
             }
-            tx.execute(
+            tx.exec(
                 "INSERT OR REPLACE INTO registration_token_reservations (session, token_id, expires_ms)
                  VALUES (?1, ?2, ?3)",
                 params![session, id, expires_ms],
@@ -420,10 +420,8 @@ impl AdminStore for SqliteStore {
     async fn reserved_token(&self, session: &str, now_ms: i64) -> Result<Option<ClaimedToken>> {
         let session = session.to_owned();
         self.read(move |c| {
-            Ok(
-                c.query_row(CLAIM_SELECT, params![session, now_ms], claimed_row)
-                    .optional()?,
-            )
+            Ok(c.q_row(CLAIM_SELECT, params![session, now_ms], claimed_row)
+                .optional()?)
         })
         .await
     }
@@ -436,16 +434,16 @@ impl AdminStore for SqliteStore {
         let session = session.to_owned();
         self.write(move |tx, _| {
             let claim = tx
-                .query_row(CLAIM_SELECT, params![session, now_ms], claimed_row)
+                .q_row(CLAIM_SELECT, params![session, now_ms], claimed_row)
                 .optional()?;
             let Some(claim) = claim else {
                 return Ok(None);
             };
-            tx.execute(
+            tx.exec(
                 "DELETE FROM registration_token_reservations WHERE session = ?1",
                 [&session],
             )?;
-            tx.execute(
+            tx.exec(
                 "UPDATE registration_tokens SET completed = completed + 1 WHERE id = ?1",
                 [claim.token_id],
             )?;
@@ -457,7 +455,7 @@ impl AdminStore for SqliteStore {
     async fn unclaim_registration_token(&self, claim: &ClaimedToken) -> Result<()> {
         let id = claim.token_id;
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "UPDATE registration_tokens SET completed = max(completed - 1, 0) WHERE id = ?1",
                 [id],
             )?;
@@ -474,7 +472,7 @@ impl AdminStore for SqliteStore {
     ) -> Result<()> {
         let user_id = user_id.to_owned();
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "INSERT OR IGNORE INTO registration_token_uses (token_id, user_id, used_ms) VALUES (?1, ?2, ?3)",
                 params![token_id, user_id, now_ms],
             )?;
@@ -486,7 +484,7 @@ impl AdminStore for SqliteStore {
     async fn release_registration_token(&self, session: &str) -> Result<()> {
         let session = session.to_owned();
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "DELETE FROM registration_token_reservations WHERE session = ?1",
                 [session],
             )?;
@@ -497,7 +495,7 @@ impl AdminStore for SqliteStore {
 
     async fn append_admin_audit(&self, e: NewAuditEntry) -> Result<i64> {
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO admin_audit (ts_ms, actor, action, target, details) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![e.ts_ms, e.actor, e.action, e.target, e.details],
             )?;
@@ -508,7 +506,7 @@ impl AdminStore for SqliteStore {
 
     async fn admin_audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT id, ts_ms, actor, action, target, details FROM admin_audit
                  WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
             )?;
@@ -539,7 +537,7 @@ impl AdminStore for SqliteStore {
                    AND (?2 IS NULL OR instr(lower(u.user_id), ?2) > 0)
                    AND (?3 IS NULL OR u.is_admin = ?3)
                    AND (?4 OR u.deactivated = 0)";
-            let total: i64 = c.query_row(
+            let total: i64 = c.q_row(
                 &format!("SELECT COUNT(*) {filter}"),
                 params![name, user_id, q.admins, q.include_deactivated],
                 |r| r.get(0),
@@ -554,7 +552,7 @@ impl AdminStore for SqliteStore {
                  LIMIT ?5 OFFSET ?6",
                 col = user_order(q.order),
             );
-            let mut st = c.prepare(&sql)?;
+            let mut st = c.prepare_cached(&sql)?;
             let rows = st
                 .query_map(
                     params![
@@ -590,7 +588,7 @@ impl AdminStore for SqliteStore {
         let user_id = user_id.to_owned();
         self.write(move |tx, pos| {
             pos.touch(ChangeKey::Credentials);
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "UPDATE users SET is_admin = ?2 WHERE user_id = ?1",
                 params![user_id, admin],
             )? > 0)
@@ -602,7 +600,7 @@ impl AdminStore for SqliteStore {
         let user_id = user_id.to_owned();
         self.write(move |tx, pos| {
             pos.touch(ChangeKey::Credentials);
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "UPDATE users SET deactivated = 0 WHERE user_id = ?1",
                 [user_id],
             )? > 0)
@@ -612,7 +610,7 @@ impl AdminStore for SqliteStore {
 
     async fn count_admins(&self) -> Result<u64> {
         self.read(|c| {
-            let n: i64 = c.query_row(
+            let n: i64 = c.q_row(
                 "SELECT COUNT(*) FROM users WHERE is_admin = 1 AND deactivated = 0",
                 [],
                 |r| r.get(0),
@@ -624,7 +622,7 @@ impl AdminStore for SqliteStore {
 
     async fn deactivated_memberships(&self) -> Result<Vec<(String, String)>> {
         self.read(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT m.room_id, m.user_id FROM memberships m JOIN users u ON u.user_id = m.user_id
                  WHERE u.deactivated = 1 AND m.membership IN ('join', 'invite', 'knock')",
             )?;
@@ -643,7 +641,7 @@ impl AdminStore for SqliteStore {
                                 OR instr(lower(coalesce(canonical_alias, '')), ?2) > 0
                                 OR instr(lower(room_id), ?2) > 0)";
             let inner = rooms_select();
-            let total: i64 = c.query_row(
+            let total: i64 = c.q_row(
                 &format!("SELECT COUNT(*) FROM ({inner}) {filter}"),
                 params![q.server_name, search],
                 |r| r.get(0),
@@ -653,7 +651,7 @@ impl AdminStore for SqliteStore {
                 "SELECT * FROM ({inner}) {filter} ORDER BY {col} {d}, room_id {d} LIMIT ?3 OFFSET ?4",
                 col = room_order(q.order),
             );
-            let mut st = c.prepare(&sql)?;
+            let mut st = c.prepare_cached(&sql)?;
             let rows = st
                 .query_map(
                     params![q.server_name, search, to_i64(q.limit), to_i64(q.from)],
@@ -673,7 +671,7 @@ impl AdminStore for SqliteStore {
         let (room_id, server_name) = (room_id.to_owned(), server_name.to_owned());
         self.read(move |c| {
             let sql = format!("SELECT * FROM ({}) WHERE room_id = ?2", rooms_select());
-            Ok(c.query_row(&sql, params![server_name, room_id], room_row)
+            Ok(c.q_row(&sql, params![server_name, room_id], room_row)
                 .optional()?)
         })
         .await
@@ -684,32 +682,33 @@ impl AdminStore for SqliteStore {
         self.write(move |tx, pos| {
             // Cached memberships of everyone who was in the room go stale.
             let members: Vec<String> = {
-                let mut st = tx.prepare("SELECT user_id FROM memberships WHERE room_id = ?1")?;
+                let mut st = tx.prepare_cached("SELECT user_id FROM memberships WHERE room_id = ?1")?;
                 st.query_map([&room_id], |r| r.get(0))?
                     .collect::<rusqlite::Result<Vec<String>>>()?
             };
             for m in &members {
                 pos.touch_user(m);
+                pos.touch(ChangeKey::Reads(m.clone()));
             }
             pos.touch_room(&room_id);
             // Other tables may reference each other; check those references at commit only.
             tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM event_edges WHERE event_id IN (SELECT event_id FROM events WHERE room_id = ?1)",
                 [&room_id],
             )?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE room_id = ?1)",
                 [&room_id],
             )?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM state_group_entries WHERE group_id IN (SELECT id FROM state_groups WHERE room_id = ?1)",
                 [&room_id],
             )?;
             // Every other table with a room_id column holds data of the room: the schema grows
             // with each feature, and a purge must not leave any of it behind.
             let tables: Vec<String> = {
-                let mut st = tx.prepare(
+                let mut st = tx.prepare_cached(
                     "SELECT m.name FROM sqlite_master m
                      WHERE m.type = 'table'
                        AND EXISTS (SELECT 1 FROM pragma_table_info(m.name) p WHERE p.name = 'room_id')",
@@ -722,7 +721,7 @@ impl AdminStore for SqliteStore {
                     continue;
                 }
                 let quoted = t.replace('"', "\"\"");
-                tx.execute(
+                tx.exec(
                     &format!("DELETE FROM \"{quoted}\" WHERE room_id = ?1"),
                     [&room_id],
                 )?;
@@ -736,11 +735,11 @@ impl AdminStore for SqliteStore {
         let (room_id, by) = (room_id.to_owned(), by.map(str::to_owned));
         self.write(move |tx, _| {
             match by {
-                Some(by) => tx.execute(
+                Some(by) => tx.exec(
                     "INSERT OR REPLACE INTO blocked_rooms (room_id, blocked_by, ts_ms) VALUES (?1, ?2, ?3)",
                     params![room_id, by, now_ms],
                 )?,
-                None => tx.execute("DELETE FROM blocked_rooms WHERE room_id = ?1", [room_id])?,
+                None => tx.exec("DELETE FROM blocked_rooms WHERE room_id = ?1", [room_id])?,
             };
             Ok(())
         })
@@ -750,7 +749,7 @@ impl AdminStore for SqliteStore {
     async fn room_blocked_by(&self, room_id: &str) -> Result<Option<String>> {
         let room_id = room_id.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT blocked_by FROM blocked_rooms WHERE room_id = ?1",
                 [room_id],
                 |r| r.get(0),
@@ -763,7 +762,7 @@ impl AdminStore for SqliteStore {
     async fn room_events_with_urls(&self, room_id: &str) -> Result<Vec<String>> {
         let room_id = room_id.to_owned();
         self.read(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT json FROM events WHERE room_id = ?1 AND instr(json, 'mxc://') > 0 ORDER BY stream",
             )?;
             let rows = st
@@ -784,7 +783,7 @@ impl AdminStore for SqliteStore {
     ) -> Result<(Vec<MediaAdminEntry>, u64)> {
         let user_id = user_id.to_owned();
         self.read(move |c| {
-            let total: i64 = c.query_row(
+            let total: i64 = c.q_row(
                 "SELECT COUNT(*) FROM media WHERE uploader = ?1 AND content_hash != ''",
                 [&user_id],
                 |r| r.get(0),
@@ -798,7 +797,7 @@ impl AdminStore for SqliteStore {
                  ORDER BY {col} {d}, m.media_id {d} LIMIT ?2 OFFSET ?3",
                 col = media_order(order),
             );
-            let mut st = c.prepare(&sql)?;
+            let mut st = c.prepare_cached(&sql)?;
             let rows = st
                 .query_map(params![user_id, to_i64(limit), to_i64(from)], media_entry)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -818,12 +817,12 @@ impl AdminStore for SqliteStore {
             let mut changed = 0u64;
             for id in ids {
                 let n = match &by {
-                    Some(by) => tx.execute(
+                    Some(by) => tx.exec(
                         "INSERT OR IGNORE INTO media_quarantine (media_id, quarantined_by, ts_ms)
                          SELECT media_id, ?2, ?3 FROM media WHERE media_id = ?1",
                         params![id, by, now_ms],
                     )?,
-                    None => tx.execute("DELETE FROM media_quarantine WHERE media_id = ?1", [id])?,
+                    None => tx.exec("DELETE FROM media_quarantine WHERE media_id = ?1", [id])?,
                 };
                 changed += n as u64;
             }
@@ -835,7 +834,7 @@ impl AdminStore for SqliteStore {
     async fn media_quarantined_by(&self, media_id: &str) -> Result<Option<String>> {
         let id = media_id.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT quarantined_by FROM media_quarantine WHERE media_id = ?1",
                 [id],
                 |r| r.get(0),
@@ -848,7 +847,7 @@ impl AdminStore for SqliteStore {
     async fn user_media_ids(&self, user_id: &str) -> Result<Vec<String>> {
         let user_id = user_id.to_owned();
         self.read(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT media_id FROM media WHERE uploader = ?1 AND content_hash != '' ORDER BY created_ms",
             )?;
             let rows = st
@@ -862,7 +861,7 @@ impl AdminStore for SqliteStore {
     async fn server_notice_room(&self, user_id: &str) -> Result<Option<String>> {
         let user_id = user_id.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT room_id FROM server_notice_rooms WHERE user_id = ?1",
                 [user_id],
                 |r| r.get(0),
@@ -875,7 +874,7 @@ impl AdminStore for SqliteStore {
     async fn set_server_notice_room(&self, user_id: &str, room_id: &str) -> Result<()> {
         let (user_id, room_id) = (user_id.to_owned(), room_id.to_owned());
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "INSERT OR REPLACE INTO server_notice_rooms (user_id, room_id) VALUES (?1, ?2)",
                 params![user_id, room_id],
             )?;
@@ -887,7 +886,7 @@ impl AdminStore for SqliteStore {
     async fn server_notice_room_owner(&self, room_id: &str) -> Result<Option<String>> {
         let room_id = room_id.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT user_id FROM server_notice_rooms WHERE room_id = ?1",
                 [room_id],
                 |r| r.get(0),

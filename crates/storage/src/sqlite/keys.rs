@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params, params_from_iter, types::Value};
 
-use super::{Positions, SqliteStore, placeholders};
+use super::{CachedExt, Positions, SqliteStore, placeholders};
 use crate::{
     BackupKeyRecord, BackupVersionRecord, BackupWrite, BetterBackupKey, ChangeKey, ClaimedKey,
     CrossSigningKeyRecord, DeviceKeysRecord, KeyClaim, KeyStore, KeyUpload, KeyUploadOutcome,
@@ -18,7 +18,7 @@ fn record_change(
     user_id: &str,
     viewer: Option<&str>,
 ) -> Result<()> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO e2e_device_list_changes (stream, user_id, viewer) VALUES (?1, ?2, ?3)",
         params![pos.next(), user_id, viewer],
     )?;
@@ -36,7 +36,7 @@ pub(crate) fn purge_device(
     device_id: &str,
 ) -> Result<()> {
     pos.touch(ChangeKey::Keys(user_id.to_owned()));
-    let had_keys = tx.execute(
+    let had_keys = tx.exec(
         "DELETE FROM e2e_device_keys WHERE user_id = ?1 AND device_id = ?2",
         params![user_id, device_id],
     )? > 0;
@@ -46,12 +46,12 @@ pub(crate) fn purge_device(
         "e2e_to_device",
         "e2e_to_device_txns",
     ] {
-        tx.execute(
+        tx.exec(
             &format!("DELETE FROM {table} WHERE user_id = ?1 AND device_id = ?2"),
             params![user_id, device_id],
         )?;
     }
-    tx.execute(
+    tx.exec(
         "DELETE FROM e2e_signatures WHERE target_user_id = ?1 AND target_key_id = ?2",
         params![user_id, device_id],
     )?;
@@ -78,7 +78,7 @@ pub(crate) fn purge_devices_except(
         "e2e_to_device",
         "e2e_to_device_txns",
     ] {
-        let mut st = tx.prepare(&format!(
+        let mut st = tx.prepare_cached(&format!(
             "SELECT DISTINCT device_id FROM {table} WHERE user_id = ?1 AND device_id != ?2"
         ))?;
         for d in st.query_map(params![user_id, keep], |r| r.get::<_, String>(0))? {
@@ -101,16 +101,16 @@ pub(crate) fn purge_user(
     user_id: &str,
 ) -> Result<()> {
     purge_devices_except(tx, pos, user_id, None)?;
-    let had_cross_signing = tx.execute(
+    let had_cross_signing = tx.exec(
         "DELETE FROM e2e_cross_signing_keys WHERE user_id = ?1",
         [user_id],
     )? > 0;
-    tx.execute(
+    tx.exec(
         "DELETE FROM e2e_signatures WHERE target_user_id = ?1 OR signer_user_id = ?1",
         [user_id],
     )?;
-    tx.execute("DELETE FROM e2e_backup_keys WHERE user_id = ?1", [user_id])?;
-    tx.execute(
+    tx.exec("DELETE FROM e2e_backup_keys WHERE user_id = ?1", [user_id])?;
+    tx.exec(
         "UPDATE e2e_backup_versions SET deleted = 1 WHERE user_id = ?1",
         [user_id],
     )?;
@@ -123,7 +123,7 @@ pub(crate) fn purge_user(
 /// The current (highest, not deleted) backup version of a user.
 fn current_backup(tx: &rusqlite::Connection, user_id: &str) -> Result<Option<i64>> {
     Ok(tx
-        .query_row(
+        .q_row(
             "SELECT max(version) FROM e2e_backup_versions WHERE user_id = ?1 AND deleted = 0",
             [user_id],
             |r| r.get::<_, Option<i64>>(0),
@@ -135,7 +135,7 @@ fn current_backup(tx: &rusqlite::Connection, user_id: &str) -> Result<Option<i64
 /// Whether the version exists and is not deleted.
 fn live_backup(tx: &rusqlite::Connection, user_id: &str, version: i64) -> Result<bool> {
     Ok(tx
-        .query_row(
+        .q_row(
             "SELECT 1 FROM e2e_backup_versions WHERE user_id = ?1 AND version = ?2 AND deleted = 0",
             params![user_id, version],
             |r| r.get::<_, i64>(0),
@@ -152,7 +152,7 @@ fn touch_backup(
     changed: bool,
 ) -> Result<BackupWrite> {
     if changed {
-        tx.execute(
+        tx.exec(
             "UPDATE e2e_backup_versions SET etag = etag + 1 WHERE user_id = ?1 AND version = ?2",
             params![user_id, version],
         )?;
@@ -162,12 +162,12 @@ fn touch_backup(
 }
 
 fn backup_counts(c: &rusqlite::Connection, user_id: &str, version: i64) -> Result<(u64, i64)> {
-    let count: i64 = c.query_row(
+    let count: i64 = c.q_row(
         "SELECT COUNT(*) FROM e2e_backup_keys WHERE user_id = ?1 AND version = ?2",
         params![user_id, version],
         |r| r.get(0),
     )?;
-    let etag: i64 = c.query_row(
+    let etag: i64 = c.q_row(
         "SELECT etag FROM e2e_backup_versions WHERE user_id = ?1 AND version = ?2",
         params![user_id, version],
         |r| r.get(0),
@@ -194,7 +194,7 @@ impl KeyStore for SqliteStore {
             pos.touch(ChangeKey::Keys(up.user_id.clone()));
             for k in &up.one_time_keys {
                 let existing: Option<String> = tx
-                    .query_row(
+                    .q_row(
                         "SELECT json FROM e2e_one_time_keys
                          WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3 AND key_id = ?4",
                         params![u, d, k.algorithm, k.key_id],
@@ -212,21 +212,21 @@ impl KeyStore for SqliteStore {
             let mut device_keys_changed = false;
             if let Some(json) = &up.device_keys {
                 let old: Option<String> = tx
-                    .query_row(
+                    .q_row(
                         "SELECT json FROM e2e_device_keys WHERE user_id = ?1 AND device_id = ?2",
                         params![u, d],
                         |r| r.get(0),
                     )
                     .optional()?;
                 if old.as_deref() != Some(json.as_str()) {
-                    tx.execute(
+                    tx.exec(
                         "INSERT INTO e2e_device_keys (user_id, device_id, json) VALUES (?1, ?2, ?3)
                          ON CONFLICT (user_id, device_id) DO UPDATE SET json = excluded.json",
                         params![u, d, json],
                     )?;
                     if old.is_some() {
                         // Signatures were made of the old keys and no longer hold.
-                        tx.execute(
+                        tx.exec(
                             "DELETE FROM e2e_signatures WHERE target_user_id = ?1 AND target_key_id = ?2",
                             params![u, d],
                         )?;
@@ -236,7 +236,7 @@ impl KeyStore for SqliteStore {
                 }
             }
             if !up.one_time_keys.is_empty() {
-                let seq: i64 = tx.query_row(
+                let seq: i64 = tx.q_row(
                     "SELECT coalesce(max(seq), 0) + 1 FROM e2e_one_time_keys WHERE user_id = ?1 AND device_id = ?2",
                     params![u, d],
                     |r| r.get(0),
@@ -251,7 +251,7 @@ impl KeyStore for SqliteStore {
             }
             for k in &up.fallback_keys {
                 // Re-uploading the same key keeps whether it was used; a new key is unused.
-                tx.execute(
+                tx.exec(
                     "INSERT INTO e2e_fallback_keys (user_id, device_id, algorithm, key_id, json, used)
                      VALUES (?1, ?2, ?3, ?4, ?5, 0)
                      ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET
@@ -272,7 +272,7 @@ impl KeyStore for SqliteStore {
     async fn device_keys(&self, user_id: &str, device_id: &str) -> Result<Option<String>> {
         let (u, d) = (user_id.to_owned(), device_id.to_owned());
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT json FROM e2e_device_keys WHERE user_id = ?1 AND device_id = ?2",
                 params![u, d],
                 |r| r.get(0),
@@ -318,7 +318,7 @@ impl KeyStore for SqliteStore {
                 );
                 let mut args = vec![Value::Text(u.clone())];
                 args.extend(chunk.iter().map(|s| Value::Text(s.clone())));
-                let mut st = c.prepare(&sql)?;
+                let mut st = c.prepare_cached(&sql)?;
                 for r in st.query_map(params_from_iter(args), row)? {
                     out.push(r?);
                 }
@@ -372,7 +372,7 @@ impl KeyStore for SqliteStore {
             for c in claims {
                 pos.touch(ChangeKey::Keys(c.user_id.clone()));
                 let otk: Option<(String, String)> = tx
-                    .query_row(
+                    .q_row(
                         "SELECT key_id, json FROM e2e_one_time_keys
                          WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3
                          ORDER BY seq, key_id LIMIT 1",
@@ -381,7 +381,7 @@ impl KeyStore for SqliteStore {
                     )
                     .optional()?;
                 if let Some((key_id, json)) = otk {
-                    tx.execute(
+                    tx.exec(
                         "DELETE FROM e2e_one_time_keys
                          WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3 AND key_id = ?4",
                         params![c.user_id, c.device_id, c.algorithm, key_id],
@@ -397,7 +397,7 @@ impl KeyStore for SqliteStore {
                     continue;
                 }
                 let fallback: Option<(String, String)> = tx
-                    .query_row(
+                    .q_row(
                         "SELECT key_id, json FROM e2e_fallback_keys
                          WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3",
                         params![c.user_id, c.device_id, c.algorithm],
@@ -405,7 +405,7 @@ impl KeyStore for SqliteStore {
                     )
                     .optional()?;
                 if let Some((key_id, json)) = fallback {
-                    tx.execute(
+                    tx.exec(
                         "UPDATE e2e_fallback_keys SET used = 1
                          WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3",
                         params![c.user_id, c.device_id, c.algorithm],
@@ -454,7 +454,7 @@ impl KeyStore for SqliteStore {
         let u = user_id.to_owned();
         self.write(move |tx, pos| {
             for kind in &remove {
-                tx.execute(
+                tx.exec(
                     "DELETE FROM e2e_cross_signing_keys WHERE user_id = ?1 AND key_type = ?2",
                     params![u, kind],
                 )?;
@@ -462,20 +462,20 @@ impl KeyStore for SqliteStore {
             for k in &keys {
                 if k.key_type == "master" {
                     let old: Option<String> = tx
-                        .query_row(
+                        .q_row(
                             "SELECT public_key FROM e2e_cross_signing_keys WHERE user_id = ?1 AND key_type = 'master'",
                             [&u],
                             |r| r.get(0),
                         )
                         .optional()?;
                     if let Some(old) = old.filter(|o| *o != k.public_key) {
-                        tx.execute(
+                        tx.exec(
                             "DELETE FROM e2e_signatures WHERE target_user_id = ?1 AND target_key_id = ?2",
                             params![u, old],
                         )?;
                     }
                 }
-                tx.execute(
+                tx.exec(
                     "INSERT INTO e2e_cross_signing_keys (user_id, key_type, public_key, json) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (user_id, key_type) DO UPDATE SET public_key = excluded.public_key, json = excluded.json",
                     params![u, k.key_type, k.public_key, k.json],
@@ -516,7 +516,7 @@ impl KeyStore for SqliteStore {
     ) -> Result<()> {
         self.write(move |tx, pos| {
             for s in &signatures {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO e2e_signatures (target_user_id, target_key_id, signer_user_id, signer_key_id, signature)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (target_user_id, target_key_id, signer_user_id, signer_key_id)
@@ -612,7 +612,7 @@ impl KeyStore for SqliteStore {
             event_type.to_owned(),
         );
         self.write(move |tx, pos| {
-            let fresh = tx.execute(
+            let fresh = tx.exec(
                 "INSERT OR IGNORE INTO e2e_to_device_txns (user_id, device_id, txn_id) VALUES (?1, ?2, ?3)",
                 params![s, sd, t],
             )? > 0;
@@ -624,7 +624,7 @@ impl KeyStore for SqliteStore {
                 let devices: Vec<String> = match &m.device_id {
                     Some(d) => {
                         let exists: Option<i64> = tx
-                            .query_row(
+                            .q_row(
                                 "SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2",
                                 params![m.user_id, d],
                                 |r| r.get(0),
@@ -641,12 +641,12 @@ impl KeyStore for SqliteStore {
                     }
                 };
                 for d in devices {
-                    tx.execute(
+                    tx.exec(
                         "INSERT INTO e2e_to_device (stream, user_id, device_id, sender, event_type, content)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![pos.next(), m.user_id, d, s, ty, m.content],
                     )?;
-                    pos.touch_user(&m.user_id);
+                    pos.touch(ChangeKey::Inbox(m.user_id.clone()));
                     if !recipients.contains(&m.user_id) {
                         recipients.push(m.user_id.clone());
                     }
@@ -689,7 +689,7 @@ impl KeyStore for SqliteStore {
     async fn ack_to_device(&self, user_id: &str, device_id: &str, up_to: i64) -> Result<()> {
         let (u, d) = (user_id.to_owned(), device_id.to_owned());
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "DELETE FROM e2e_to_device WHERE user_id = ?1 AND device_id = ?2 AND stream <= ?3",
                 params![u, d, up_to],
             )?;
@@ -706,12 +706,12 @@ impl KeyStore for SqliteStore {
         );
         self.write(move |tx, _| {
             // Numbers of deleted versions are not reused.
-            let version: i64 = tx.query_row(
+            let version: i64 = tx.q_row(
                 "SELECT coalesce(max(version), 0) + 1 FROM e2e_backup_versions WHERE user_id = ?1",
                 [&u],
                 |r| r.get(0),
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO e2e_backup_versions (user_id, version, algorithm, auth_data) VALUES (?1, ?2, ?3, ?4)",
                 params![u, version, a, j],
             )?;
@@ -734,7 +734,7 @@ impl KeyStore for SqliteStore {
             let Some(version) = version else {
                 return Ok(None);
             };
-            let (algorithm, auth_data): (String, String) = c.query_row(
+            let (algorithm, auth_data): (String, String) = c.q_row(
                 "SELECT algorithm, auth_data FROM e2e_backup_versions WHERE user_id = ?1 AND version = ?2",
                 params![u, version],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -759,7 +759,7 @@ impl KeyStore for SqliteStore {
     ) -> Result<bool> {
         let (u, j) = (user_id.to_owned(), auth_data.to_owned());
         self.write(move |tx, _| {
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "UPDATE e2e_backup_versions SET auth_data = ?3 WHERE user_id = ?1 AND version = ?2 AND deleted = 0",
                 params![u, version, j],
             )? > 0)
@@ -770,11 +770,11 @@ impl KeyStore for SqliteStore {
     async fn delete_backup(&self, user_id: &str, version: i64) -> Result<bool> {
         let u = user_id.to_owned();
         self.write(move |tx, _| {
-            let existed = tx.execute(
+            let existed = tx.exec(
                 "UPDATE e2e_backup_versions SET deleted = 1 WHERE user_id = ?1 AND version = ?2",
                 params![u, version],
             )? > 0;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM e2e_backup_keys WHERE user_id = ?1 AND version = ?2",
                 params![u, version],
             )?;
@@ -803,7 +803,7 @@ impl KeyStore for SqliteStore {
             let mut changed = false;
             for k in keys {
                 let old = tx
-                    .query_row(
+                    .q_row(
                         "SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data
                          FROM e2e_backup_keys WHERE user_id = ?1 AND version = ?2 AND room_id = ?3 AND session_id = ?4",
                         params![u, version, k.room_id, k.session_id],
@@ -813,7 +813,7 @@ impl KeyStore for SqliteStore {
                 if old.as_ref().is_some_and(|old| !better(&k, old)) {
                     continue;
                 }
-                tx.execute(
+                tx.exec(
                     "INSERT INTO e2e_backup_keys (user_id, version, room_id, session_id, first_message_index,
                         forwarded_count, is_verified, session_data)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -887,7 +887,7 @@ impl KeyStore for SqliteStore {
             if !live_backup(tx, &u, version)? {
                 return Ok(BackupWrite::NotFound);
             }
-            let n = tx.execute(
+            let n = tx.exec(
                 "DELETE FROM e2e_backup_keys WHERE user_id = ?1 AND version = ?2
                    AND (?3 IS NULL OR room_id = ?3) AND (?4 IS NULL OR session_id = ?4)",
                 params![u, version, r, s],

@@ -57,6 +57,9 @@ struct Inner {
     jobs: Mutex<mpsc::Sender<Job>>,
     readers: Mutex<Vec<Connection>>,
     reader_back: Condvar,
+    /// One permit per reader connection, taken before a blocking thread is: waiting reads wait
+    /// as tasks, not as parked threads (each of which would cost a stack and an allocator heap).
+    read_permits: tokio::sync::Semaphore,
 }
 
 /// The SQLite implementation of [`crate::Store`].
@@ -97,15 +100,43 @@ impl Positions<'_> {
     }
 }
 
+/// Statements run through the per-connection statement cache: parsing SQL anew for every query
+/// cost more than running most of them.
+pub(crate) trait CachedExt {
+    fn q_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+}
+
+impl CachedExt for Connection {
+    fn q_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+}
+
 fn open(path: &Path, flags: OpenFlags) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Readers reuse pages through the shared memory map instead of copying them into a private
+    // cache that every commit of the writer invalidates.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
-         PRAGMA cache_size = -16000;",
+         PRAGMA cache_size = -16000;
+         PRAGMA mmap_size = 1073741824;",
     )?;
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
 
@@ -145,6 +176,7 @@ impl SqliteStore {
             jobs: Mutex::new(tx),
             readers: Mutex::new(readers),
             reader_back: Condvar::new(),
+            read_permits: tokio::sync::Semaphore::new(READERS),
         });
         let watch = open_reader(path)?;
         let weak = Arc::downgrade(&inner);
@@ -190,7 +222,13 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        let permit = self
+            .inner
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| StorageError::Database("the store is closed".into()))?;
+        let out = tokio::task::spawn_blocking(move || {
             let conn = {
                 let mut pool = inner.readers.lock();
                 loop {
@@ -206,7 +244,9 @@ impl SqliteStore {
             out.unwrap_or_else(|_| Err(StorageError::Database("a read panicked".into())))
         })
         .await
-        .map_err(|e| StorageError::Database(format!("reader task failed: {e}")))?
+        .map_err(|e| StorageError::Database(format!("reader task failed: {e}")))?;
+        drop(permit);
+        out
     }
 }
 
@@ -262,7 +302,7 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
     };
     // Another process (`feldpost admin`) may have written since our last batch: continue after
     // its positions, and forget what the change index knew.
-    let external = match tx.query_row("SELECT value FROM meta WHERE key = 'stream'", [], |r| {
+    let external = match tx.q_row("SELECT value FROM meta WHERE key = 'stream'", [], |r| {
         r.get::<_, i64>(0)
     }) {
         Ok(v) if v > start => Some(v),
@@ -287,7 +327,7 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
     let mut touched: Vec<ChangeKey> = Vec::new();
     let mut last: Option<i64> = None;
     for job in batch {
-        if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+        if let Err(e) = tx.exec("SAVEPOINT job", []) {
             tracing::error!(error = %e, "cannot open a savepoint");
             drop(tx);
             return fail_all(replies, "write batch failed");
@@ -301,7 +341,7 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&tx, &mut pos)));
         match outcome {
             Ok(Some(reply)) => {
-                if let Err(e) = tx.execute_batch("RELEASE job") {
+                if let Err(e) = tx.exec("RELEASE job", []) {
                     tracing::error!(error = %e, "cannot release a savepoint");
                     drop(tx);
                     replies.push(reply);
@@ -317,7 +357,10 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
                 }
                 // Positions taken by a failed write are given back.
                 shared.allocated.store(before, Ordering::SeqCst);
-                if let Err(e) = tx.execute_batch("ROLLBACK TO job; RELEASE job") {
+                if let Err(e) = tx
+                    .exec("ROLLBACK TO job", [])
+                    .and_then(|_| tx.exec("RELEASE job", []))
+                {
                     tracing::error!(error = %e, "cannot roll back a savepoint");
                     drop(tx);
                     return fail_all(replies, "write batch failed");
@@ -327,7 +370,7 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
     }
     let committed = (|| -> rusqlite::Result<()> {
         if let Some(last) = last {
-            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'stream'", [last])?;
+            tx.exec("UPDATE meta SET value = ?1 WHERE key = 'stream'", [last])?;
         }
         tx.commit()
     })();

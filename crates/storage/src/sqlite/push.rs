@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::SqliteStore;
+use super::{CachedExt, SqliteStore};
 use crate::{
     NewNotification, NotificationRecord, PushStore, PusherRecord, Result, StorageError, ThreadCount,
 };
@@ -62,17 +62,17 @@ impl PushStore for SqliteStore {
     async fn set_pusher(&self, p: PusherRecord, append: bool) -> Result<()> {
         self.write(move |tx, _| {
             if !append {
-                tx.execute(
+                tx.exec(
                     "DELETE FROM pushers WHERE app_id = ?1 AND pushkey = ?2 AND user_id != ?3",
                     params![p.app_id, p.pushkey, p.user_id],
                 )?;
             }
-            let latest: i64 = tx.query_row(
+            let latest: i64 = tx.q_row(
                 "SELECT coalesce(max(id), 0) FROM push_notifications WHERE user_id = ?1",
                 [&p.user_id],
                 |r| r.get(0),
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name,
                     device_display_name, profile_tag, lang, data, device_id, pushkey_ts,
                     last_notification_id)
@@ -105,7 +105,7 @@ impl PushStore for SqliteStore {
     async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<bool> {
         let (u, a, k) = (user_id.to_owned(), app_id.to_owned(), pushkey.to_owned());
         self.write(move |tx, _| {
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "DELETE FROM pushers WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3",
                 params![u, a, k],
             )? > 0)
@@ -145,7 +145,7 @@ impl PushStore for SqliteStore {
     ) -> Result<()> {
         let (u, a, k) = (user_id.to_owned(), app_id.to_owned(), pushkey.to_owned());
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "UPDATE pushers SET last_notification_id = max(last_notification_id, ?4)
                  WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3",
                 params![u, a, k, last],
@@ -164,7 +164,7 @@ impl PushStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for n in rows {
-                pos.touch_user(&n.user_id);
+                pos.touch(crate::ChangeKey::Notifications(n.user_id.clone()));
                 st.execute(params![
                     n.user_id,
                     n.room_id,
@@ -248,16 +248,19 @@ impl PushStore for SqliteStore {
         room_id: &str,
         floor: i64,
         thread_floors: Vec<(String, i64)>,
+        window: (i64, i64),
     ) -> Result<Vec<ThreadCount>> {
         let (u, r) = (user_id.to_owned(), room_id.to_owned());
+        let (after, up_to) = window;
         self.read(move |c| {
             let mut counts: BTreeMap<String, ThreadCount> = BTreeMap::new();
             let mut st = c.prepare_cached(
                 "SELECT thread_id, count(*), coalesce(sum(highlight), 0) FROM push_notifications
                  WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND event_stream > ?3
+                   AND stream > ?4 AND stream <= ?5
                  GROUP BY thread_id",
             )?;
-            for row in st.query_map(params![u, r, floor], |row| {
+            for row in st.query_map(params![u, r, floor, after, up_to], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, i64>(1)?,
@@ -278,14 +281,14 @@ impl PushStore for SqliteStore {
             let mut one = c.prepare_cached(
                 "SELECT count(*), coalesce(sum(highlight), 0) FROM push_notifications
                  WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND thread_id = ?3
-                   AND event_stream > ?4",
+                   AND event_stream > ?4 AND stream > ?5 AND stream <= ?6",
             )?;
             for (thread, thread_floor) in thread_floors {
                 if thread_floor <= floor || !counts.contains_key(&thread) {
                     continue;
                 }
                 let (n, h): (i64, i64) = one
-                    .query_row(params![u, r, thread, thread_floor], |row| {
+                    .query_row(params![u, r, thread, thread_floor, after, up_to], |row| {
                         Ok((row.get(0)?, row.get(1)?))
                     })
                     .optional()?

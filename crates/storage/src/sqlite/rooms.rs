@@ -5,11 +5,11 @@ use rusqlite::{
     Connection, OptionalExtension, Row, Transaction, params, params_from_iter, types::Value,
 };
 
-use super::{SqliteStore, placeholders};
+use super::{CachedExt, SqliteStore, placeholders};
 use crate::{
-    AliasRecord, EventFilter, MembershipRecord, NewEvent, NewRoom, PersistedEvent, RelationQuery,
-    Result, RoomHead, RoomRecord, RoomStore, StateEntry, StateGroupRecord, StorageError,
-    StoredEvent,
+    AliasRecord, EventFilter, MemberSummary, MembershipRecord, NewEvent, NewRoom, PersistedEvent,
+    RelationQuery, Result, RoomHead, RoomRecord, RoomStore, StateEntry, StateGroupRecord,
+    StorageError, StoredEvent,
 };
 
 const EVENT_COLS: &str = "event_id, room_id, stream, json, event_type, sender, state_key, \
@@ -98,7 +98,7 @@ fn filter_sql(f: &EventFilter, args: &mut Vec<Value>) -> String {
 fn persist(tx: &Transaction<'_>, stream: i64, e: &NewEvent) -> Result<Option<i64>> {
     let mut state_after = e.state_group_before;
     if let Some(group) = &e.new_state_group {
-        tx.execute(
+        tx.exec(
             "INSERT INTO state_groups (room_id, prev_group, chain_len) VALUES (?1, ?2, ?3)",
             params![e.room_id, group.prev, group.chain_len],
         )?;
@@ -116,7 +116,7 @@ fn persist(tx: &Transaction<'_>, stream: i64, e: &NewEvent) -> Result<Option<i64
         Some((_, d, t)) => (Some(d.clone()), Some(t.clone())),
         None => (None, None),
     };
-    tx.execute(
+    tx.exec(
         "INSERT INTO events (stream, event_id, room_id, sender, event_type, state_key, depth,
             origin_server_ts, json, state_group_before, state_group_after, txn_device, txn_id, contains_url, unsigned)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
@@ -126,34 +126,34 @@ fn persist(tx: &Transaction<'_>, stream: i64, e: &NewEvent) -> Result<Option<i64
         ],
     )?;
     for prev in &e.prev_events {
-        tx.execute(
+        tx.exec(
             "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?1, ?2)",
             params![e.event_id, prev],
         )?;
-        tx.execute(
+        tx.exec(
             "DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2",
             params![e.room_id, prev],
         )?;
     }
-    tx.execute(
+    tx.exec(
         "INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
         params![e.room_id, e.event_id],
     )?;
     let group = state_after.unwrap_or(0);
-    tx.execute(
+    tx.exec(
         "INSERT INTO room_heads (room_id, max_depth, state_group) VALUES (?1, ?2, ?3)
          ON CONFLICT (room_id) DO UPDATE SET max_depth = max(max_depth, excluded.max_depth), state_group = excluded.state_group",
         params![e.room_id, e.depth, group],
     )?;
     if let Some(key) = &e.state_key {
-        tx.execute(
+        tx.exec(
             "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
             params![e.room_id, e.event_type, key, e.event_id],
         )?;
     }
     if let Some(m) = &e.membership {
-        tx.execute(
+        tx.exec(
             "INSERT INTO memberships (room_id, user_id, membership, event_id, stream, forgotten) VALUES (?1, ?2, ?3, ?4, ?5, 0)
              ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
                 event_id = excluded.event_id, stream = excluded.stream, forgotten = 0",
@@ -161,25 +161,25 @@ fn persist(tx: &Transaction<'_>, stream: i64, e: &NewEvent) -> Result<Option<i64
         )?;
     }
     if let Some(rel) = &e.relation {
-        tx.execute(
+        tx.exec(
             "INSERT OR IGNORE INTO event_relations (event_id, relates_to, rel_type, room_id, event_type, sender, stream)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![e.event_id, rel.relates_to, rel.rel_type, e.room_id, e.event_type, e.sender, stream],
         )?;
     }
     if let Some((user, device, txn)) = &e.txn {
-        tx.execute(
+        tx.exec(
             "INSERT INTO txn_ids (user_id, device_id, txn_id, event_id) VALUES (?1, ?2, ?3, ?4)",
             params![user, device, txn, e.event_id],
         )?;
     }
     if let Some((target, redacted_json)) = &e.redaction {
         // The original content is dropped for good: a redaction is a request to forget it.
-        tx.execute(
+        tx.exec(
             "UPDATE events SET json = ?2, redacted_by = ?3, contains_url = 0 WHERE event_id = ?1",
             params![target, redacted_json, e.event_id],
         )?;
-        tx.execute("DELETE FROM event_relations WHERE event_id = ?1", [target])?;
+        tx.exec("DELETE FROM event_relations WHERE event_id = ?1", [target])?;
     }
     Ok(state_after)
 }
@@ -191,7 +191,7 @@ fn get_events(c: &Connection, ids: &[String]) -> Result<Vec<StoredEvent>> {
             "SELECT {EVENT_COLS} FROM events WHERE event_id IN ({})",
             placeholders(chunk.len(), 1)
         );
-        let mut st = c.prepare(&sql)?;
+        let mut st = c.prepare_cached(&sql)?;
         let rows = st.query_map(params_from_iter(chunk.iter()), event_row)?;
         for r in rows {
             out.push(r?);
@@ -254,7 +254,7 @@ fn relations(c: &Connection, q: &RelationQuery, depth: u32) -> Result<Vec<Stored
          WHERE 1 = 1{cond} ORDER BY r.stream {order} LIMIT ?{}",
         args.len()
     );
-    let mut st = c.prepare(&sql)?;
+    let mut st = c.prepare_cached(&sql)?;
     Ok(st
         .query_map(params_from_iter(args), event_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?)
@@ -264,7 +264,7 @@ fn relations(c: &Connection, q: &RelationQuery, depth: u32) -> Result<Vec<Stored
 impl RoomStore for SqliteStore {
     async fn create_room(&self, room: NewRoom) -> Result<()> {
         self.write(move |tx, _| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ms) VALUES (?1, ?2, ?3, ?4)",
                 params![room.room_id, room.room_version, room.creator, room.created_ms],
             )?;
@@ -279,7 +279,7 @@ impl RoomStore for SqliteStore {
     async fn get_room(&self, room_id: &str) -> Result<Option<RoomRecord>> {
         let room_id = room_id.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT room_id, room_version, creator, published FROM rooms WHERE room_id = ?1",
                 [room_id],
                 |r| {
@@ -299,7 +299,7 @@ impl RoomStore for SqliteStore {
     async fn set_room_published(&self, room_id: &str, published: bool) -> Result<()> {
         let room_id = room_id.to_owned();
         self.write(move |tx, _| {
-            tx.execute(
+            tx.exec(
                 "UPDATE rooms SET published = ?2 WHERE room_id = ?1",
                 params![room_id, published],
             )?;
@@ -311,7 +311,7 @@ impl RoomStore for SqliteStore {
     async fn published_rooms(&self) -> Result<Vec<String>> {
         self.read(|c| {
             let mut st =
-                c.prepare("SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id")?;
+                c.prepare_cached("SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id")?;
             Ok(st
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<String>>>()?)
@@ -326,6 +326,7 @@ impl RoomStore for SqliteStore {
             pos.touch_room(&event.room_id);
             if let Some(m) = &event.membership {
                 pos.touch_user(&m.user_id);
+                pos.touch(crate::ChangeKey::Reads(m.user_id.clone()));
             }
             Ok(PersistedEvent {
                 stream,
@@ -338,7 +339,7 @@ impl RoomStore for SqliteStore {
     async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
         let id = event_id.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 &format!("SELECT {EVENT_COLS} FROM events WHERE event_id = ?1"),
                 [id],
                 event_row,
@@ -361,7 +362,7 @@ impl RoomStore for SqliteStore {
     ) -> Result<Option<String>> {
         let (u, d, t) = (user_id.to_owned(), device_id.to_owned(), txn_id.to_owned());
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT event_id FROM txn_ids WHERE user_id = ?1 AND device_id = ?2 AND txn_id = ?3",
                 params![u, d, t],
                 |r| r.get(0),
@@ -375,7 +376,7 @@ impl RoomStore for SqliteStore {
         let room_id = room_id.to_owned();
         self.read(move |c| {
             let head: Option<(i64, i64)> = c
-                .query_row(
+                .q_row(
                     "SELECT max_depth, state_group FROM room_heads WHERE room_id = ?1",
                     [&room_id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -385,7 +386,7 @@ impl RoomStore for SqliteStore {
                 return Ok(None);
             };
             let mut st =
-                c.prepare("SELECT event_id FROM forward_extremities WHERE room_id = ?1")?;
+                c.prepare_cached("SELECT event_id FROM forward_extremities WHERE room_id = ?1")?;
             let forward_extremities = st
                 .query_map([&room_id], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<String>>>()?;
@@ -401,7 +402,7 @@ impl RoomStore for SqliteStore {
     async fn state_group(&self, group: i64) -> Result<Option<StateGroupRecord>> {
         self.read(move |c| {
             let head: Option<(Option<i64>, i64)> = c
-                .query_row("SELECT prev_group, chain_len FROM state_groups WHERE id = ?1", [group], |r| {
+                .q_row("SELECT prev_group, chain_len FROM state_groups WHERE id = ?1", [group], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .optional()?;
@@ -455,7 +456,7 @@ impl RoomStore for SqliteStore {
                  ORDER BY stream DESC LIMIT ?{}",
                 args.len()
             );
-            let mut st = c.prepare(&sql)?;
+            let mut st = c.prepare_cached(&sql)?;
             Ok(st.query_map(params_from_iter(args), event_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -480,7 +481,7 @@ impl RoomStore for SqliteStore {
                  ORDER BY stream ASC LIMIT ?{}",
                 args.len()
             );
-            let mut st = c.prepare(&sql)?;
+            let mut st = c.prepare_cached(&sql)?;
             Ok(st.query_map(params_from_iter(args), event_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -512,10 +513,47 @@ impl RoomStore for SqliteStore {
         .await
     }
 
+    async fn member_summary(
+        &self,
+        room_id: &str,
+        viewer: &str,
+        heroes: u32,
+    ) -> Result<MemberSummary> {
+        let (r, v) = (room_id.to_owned(), viewer.to_owned());
+        self.read(move |c| {
+            let mut out = MemberSummary::default();
+            let mut st = c.prepare_cached(
+                "SELECT membership, count(*) FROM memberships
+                 WHERE room_id = ?1 AND membership IN ('join', 'invite') GROUP BY membership",
+            )?;
+            for row in st.query_map([&r], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })? {
+                let (m, n) = row?;
+                let n = u64::try_from(n).unwrap_or(0);
+                if m == "join" {
+                    out.joined = n;
+                } else {
+                    out.invited = n;
+                }
+            }
+            let mut st = c.prepare_cached(
+                "SELECT user_id FROM memberships
+                 WHERE room_id = ?1 AND membership IN ('join', 'invite') AND user_id != ?2
+                 ORDER BY user_id LIMIT ?3",
+            )?;
+            out.heroes = st
+                .query_map(params![r, v, heroes], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(out)
+        })
+        .await
+    }
+
     async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<MembershipRecord>> {
         let (r, u) = (room_id.to_owned(), user_id.to_owned());
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 &format!(
                     "SELECT {MEMBERSHIP_COLS} FROM memberships WHERE room_id = ?1 AND user_id = ?2"
                 ),
@@ -530,7 +568,7 @@ impl RoomStore for SqliteStore {
     async fn forget_room(&self, room_id: &str, user_id: &str) -> Result<()> {
         let (r, u) = (room_id.to_owned(), user_id.to_owned());
         self.write(move |tx, pos| {
-            tx.execute(
+            tx.exec(
                 "UPDATE memberships SET forgotten = 1 WHERE room_id = ?1 AND user_id = ?2",
                 params![r, u],
             )?;
@@ -556,7 +594,7 @@ impl RoomStore for SqliteStore {
     ) -> Result<(u64, bool)> {
         let (r, t, u) = (room_id.to_owned(), root.to_owned(), user_id.to_owned());
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT count(*), coalesce(max(sender = ?3), 0) FROM event_relations
                  WHERE relates_to = ?2 AND room_id = ?1 AND rel_type = 'm.thread'",
                 params![r, t, u],
@@ -592,7 +630,7 @@ impl RoomStore for SqliteStore {
                  WHERE e.room_id = ?1 AND t.latest < ?2{participant_cond}
                  ORDER BY t.latest DESC LIMIT ?3"
             );
-            let mut st = c.prepare(&sql)?;
+            let mut st = c.prepare_cached(&sql)?;
             let map = |r: &Row<'_>| Ok((event_row(r)?, r.get::<_, i64>(13)?));
             let rows = match &participant {
                 Some(p) => st.query_map(params![room_id, before, limit, p], map)?.collect::<rusqlite::Result<Vec<_>>>()?,
@@ -606,7 +644,7 @@ impl RoomStore for SqliteStore {
     async fn put_alias(&self, alias: &str, room_id: &str, creator: &str) -> Result<()> {
         let (a, r, u) = (alias.to_owned(), room_id.to_owned(), creator.to_owned());
         self.write(move |tx, _| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "INSERT OR IGNORE INTO room_aliases (alias, room_id, creator) VALUES (?1, ?2, ?3)",
                 params![a, r, u],
             )?;
@@ -621,7 +659,7 @@ impl RoomStore for SqliteStore {
     async fn get_alias(&self, alias: &str) -> Result<Option<AliasRecord>> {
         let a = alias.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT alias, room_id, creator FROM room_aliases WHERE alias = ?1",
                 [a],
                 |r| {
@@ -639,17 +677,16 @@ impl RoomStore for SqliteStore {
 
     async fn delete_alias(&self, alias: &str) -> Result<bool> {
         let a = alias.to_owned();
-        self.write(move |tx, _| {
-            Ok(tx.execute("DELETE FROM room_aliases WHERE alias = ?1", [a])? > 0)
-        })
-        .await
+        self.write(move |tx, _| Ok(tx.exec("DELETE FROM room_aliases WHERE alias = ?1", [a])? > 0))
+            .await
     }
 
     async fn aliases_for_room(&self, room_id: &str) -> Result<Vec<String>> {
         let r = room_id.to_owned();
         self.read(move |c| {
-            let mut st =
-                c.prepare("SELECT alias FROM room_aliases WHERE room_id = ?1 ORDER BY alias")?;
+            let mut st = c.prepare_cached(
+                "SELECT alias FROM room_aliases WHERE room_id = ?1 ORDER BY alias",
+            )?;
             Ok(st
                 .query_map([r], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<String>>>()?)
@@ -660,7 +697,7 @@ impl RoomStore for SqliteStore {
     async fn shared_rooms(&self, a: &str, b: &str) -> Result<bool> {
         let (a, b) = (a.to_owned(), b.to_owned());
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT EXISTS (SELECT 1 FROM memberships x JOIN memberships y ON x.room_id = y.room_id
                  WHERE x.user_id = ?1 AND y.user_id = ?2 AND x.membership = 'join' AND y.membership = 'join')",
                 params![a, b],

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params, params_from_iter, types::Value};
 
-use super::{SqliteStore, placeholders};
+use super::{CachedExt, SqliteStore, placeholders};
 use crate::{
     AccountDataRecord, ChangeKey, MediaRecord, PresenceRecord, ReceiptRecord, Result, StorageError,
     UserDataStore,
@@ -48,7 +48,7 @@ impl UserDataStore for SqliteStore {
         );
         self.write(move |tx, pos| {
             let stream = pos.next();
-            tx.execute(
+            tx.exec(
                 "INSERT INTO account_data (user_id, room_id, kind, content, stream) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (user_id, room_id, kind) DO UPDATE SET content = excluded.content, stream = excluded.stream",
                 params![u, r, k, c, stream],
@@ -71,7 +71,7 @@ impl UserDataStore for SqliteStore {
             kind.to_owned(),
         );
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT content FROM account_data WHERE user_id = ?1 AND room_id = ?2 AND kind = ?3",
                 params![u, r, k],
                 |r| r.get(0),
@@ -111,7 +111,7 @@ impl UserDataStore for SqliteStore {
     async fn set_receipt(&self, rec: ReceiptRecord) -> Result<i64> {
         self.write(move |tx, pos| {
             let stream = pos.next();
-            tx.execute(
+            tx.exec(
                 "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts, stream)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET
@@ -120,6 +120,7 @@ impl UserDataStore for SqliteStore {
             )?;
             pos.touch_room(&rec.room_id);
             pos.touch_user(&rec.user_id);
+            pos.touch(ChangeKey::Reads(rec.user_id.clone()));
             Ok(stream)
         })
         .await
@@ -139,7 +140,7 @@ impl UserDataStore for SqliteStore {
             thread_id.to_owned(),
         );
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream FROM receipts
                  WHERE room_id = ?1 AND receipt_type = ?2 AND user_id = ?3 AND thread_id = ?4",
                 params![r, k, u, t],
@@ -170,12 +171,12 @@ impl UserDataStore for SqliteStore {
     async fn put_filter(&self, user_id: &str, json: &str) -> Result<String> {
         let (u, j) = (user_id.to_owned(), json.to_owned());
         self.write(move |tx, _| {
-            let next: i64 = tx.query_row(
+            let next: i64 = tx.q_row(
                 "SELECT coalesce(max(filter_id), -1) + 1 FROM filters WHERE user_id = ?1",
                 [&u],
                 |r| r.get(0),
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO filters (user_id, filter_id, json) VALUES (?1, ?2, ?3)",
                 params![u, next, j],
             )?;
@@ -190,7 +191,7 @@ impl UserDataStore for SqliteStore {
         };
         let u = user_id.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT json FROM filters WHERE user_id = ?1 AND filter_id = ?2",
                 params![u, id],
                 |r| r.get(0),
@@ -203,7 +204,7 @@ impl UserDataStore for SqliteStore {
     async fn set_presence(&self, p: PresenceRecord) -> Result<i64> {
         self.write(move |tx, pos| {
             let stream = pos.next();
-            tx.execute(
+            tx.exec(
                 "INSERT INTO presence (user_id, state, status_msg, last_active_ms, stream) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
                     last_active_ms = excluded.last_active_ms, stream = excluded.stream",
@@ -218,7 +219,7 @@ impl UserDataStore for SqliteStore {
     async fn get_presence(&self, user_id: &str) -> Result<Option<PresenceRecord>> {
         let u = user_id.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT user_id, state, status_msg, last_active_ms, stream FROM presence WHERE user_id = ?1",
                 [u],
                 presence_row,
@@ -245,7 +246,7 @@ impl UserDataStore for SqliteStore {
                 );
                 let mut args = vec![Value::Integer(after), Value::Integer(up_to)];
                 args.extend(chunk.iter().map(|s| Value::Text(s.clone())));
-                let mut st = c.prepare(&sql)?;
+                let mut st = c.prepare_cached(&sql)?;
                 for r in st.query_map(params_from_iter(args), presence_row)? {
                     out.push(r?);
                 }
@@ -257,7 +258,7 @@ impl UserDataStore for SqliteStore {
 
     async fn insert_media(&self, m: MediaRecord) -> Result<()> {
         self.write(move |tx, _| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "INSERT OR IGNORE INTO media (media_id, content_hash, content_type, filename, size, uploader, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![m.media_id, m.content_hash, m.content_type, m.filename, m.size, m.uploader, m.created_ms],
@@ -273,7 +274,7 @@ impl UserDataStore for SqliteStore {
     async fn get_media(&self, media_id: &str) -> Result<Option<MediaRecord>> {
         let id = media_id.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.q_row(
                 "SELECT media_id, content_hash, content_type, filename, size, uploader, created_ms FROM media WHERE media_id = ?1",
                 [id],
                 |r| {
@@ -295,7 +296,7 @@ impl UserDataStore for SqliteStore {
 
     async fn complete_media(&self, m: MediaRecord) -> Result<bool> {
         self.write(move |tx, _| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "UPDATE media SET content_hash = ?2, content_type = ?3, filename = ?4, size = ?5
                  WHERE media_id = ?1 AND uploader = ?6 AND content_hash = ''",
                 params![
