@@ -37,6 +37,8 @@ pub struct SyncResult {
     pub scenario: &'static str,
     pub server: String,
     pub clients: usize,
+    /// Clients whose initial sync had returned when sending started.
+    pub ready_before_sending: usize,
     pub transport: String,
     pub rate_per_sec: f64,
     pub duration_secs: f64,
@@ -195,11 +197,10 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     Err(e) => {
-                        let kind = if e.to_string().contains("timed out") {
-                            "sync:timeout"
-                        } else {
-                            "sync:io"
-                        };
+                        let timed_out = e
+                            .downcast_ref::<reqwest::Error>()
+                            .is_some_and(reqwest::Error::is_timeout);
+                        let kind = if timed_out { "sync:timeout" } else { "sync:io" };
                         shared.errors.lock().add(kind);
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
@@ -214,6 +215,13 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     pb.finish();
+    let ready_before_sending = shared.ready.load(Ordering::Relaxed);
+    if ready_before_sending < args.clients {
+        eprintln!(
+            "only {ready_before_sending} of {} clients finished their initial sync; sending anyway",
+            args.clients
+        );
+    }
     // Parked syncs need a moment to be issued after their initial sync returned.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -332,6 +340,7 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
         scenario: "sync",
         server: world.server.clone(),
         clients: args.clients,
+        ready_before_sending,
         transport: if args.http2 {
             format!("http2, {per_conn} clients per connection")
         } else {

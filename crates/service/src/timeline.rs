@@ -50,7 +50,7 @@ impl Timeline {
         e: &StoredEvent,
         viewer_device: Option<(&str, &str)>,
     ) -> Result<Value> {
-        let pdu = Pdu::from_stored(e)?;
+        let pdu = self.rooms.pdu_of(e)?;
         let mut m = pdu.to_client_value();
         let mut unsigned: Map<String, Value> = match &e.unsigned {
             Some(u) => serde_json::from_str(u).unwrap_or_default(),
@@ -104,7 +104,7 @@ impl Timeline {
         e: &StoredEvent,
         current_membership: Option<&str>,
     ) -> Result<bool> {
-        let pdu = Pdu::from_stored(e)?;
+        let pdu = self.rooms.pdu_of(e)?;
         self.rooms
             .can_see(user, &pdu, e.state_group_before, current_membership)
             .await

@@ -100,6 +100,9 @@ pub trait RoomStore: Send + Sync {
     ) -> Result<Option<String>>;
     async fn room_head(&self, room_id: &str) -> Result<Option<RoomHead>>;
     async fn state_group(&self, group: i64) -> Result<Option<StateGroupRecord>>;
+    /// The group and its predecessors, newest first, down to a full snapshot (one read instead
+    /// of one per delta).
+    async fn state_group_chain(&self, group: i64) -> Result<Vec<StateGroupRecord>>;
     async fn current_state(&self, room_id: &str) -> Result<Vec<StateEntry>>;
     /// Events of a room with stream position in `(after, up_to]`, newest first, at most `limit`.
     async fn room_events_backward(

@@ -23,10 +23,15 @@ pub const PUSH_RULES_TYPE: &str = "m.push_rules";
 
 /// Users whose merged rulesets are kept in memory at most.
 const RULES_CACHE_LIMIT: usize = 20_000;
+/// Users remembered as having no rules of their own at most.
+const DEFAULTS_ONLY_LIMIT: usize = 1_000_000;
 
 pub struct PushRules {
     account_data: Arc<AccountData>,
     cache: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
+    /// Users known to have no stored rules. Their default rulesets (tens of kilobytes each) are
+    /// built when needed instead of kept: 80,000 of them would take gigabytes.
+    defaults_only: Mutex<std::collections::HashSet<OwnedUserId>>,
     /// Rule changes are read-modify-write of one account data object.
     write_lock: tokio::sync::Mutex<()>,
 }
@@ -167,6 +172,7 @@ impl PushRules {
         Self {
             account_data,
             cache: Mutex::default(),
+            defaults_only: Mutex::default(),
             write_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -176,6 +182,9 @@ impl PushRules {
         if let Some(r) = self.cache.lock().get(user) {
             return Ok(r.clone());
         }
+        if self.defaults_only.lock().contains(user) {
+            return Ok(Arc::new(merge_with_defaults(user, None)));
+        }
         let stored = match self.account_data.get(user, None, PUSH_RULES_TYPE).await {
             Ok(content) => content
                 .get("global")
@@ -184,6 +193,20 @@ impl PushRules {
             Err(e) if e.kind == ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
+        if stored.is_none() {
+            let mut known = self.defaults_only.lock();
+            if known.len() >= DEFAULTS_ONLY_LIMIT {
+                known.clear();
+            }
+            known.insert(user.to_owned());
+            drop(known);
+            // A save racing with this read put its rules in the cache after our read: they win.
+            if let Some(r) = self.cache.lock().get(user) {
+                self.defaults_only.lock().remove(user);
+                return Ok(r.clone());
+            }
+            return Ok(Arc::new(merge_with_defaults(user, None)));
+        }
         let merged = Arc::new(merge_with_defaults(user, stored));
         let mut cache = self.cache.lock();
         // Bounded: a cleared cache only costs one account data read per user.
@@ -204,6 +227,7 @@ impl PushRules {
         self.account_data
             .write(user, None, PUSH_RULES_TYPE, &content)
             .await?;
+        self.defaults_only.lock().remove(user);
         self.cache.lock().insert(user.to_owned(), Arc::new(rules));
         Ok(())
     }

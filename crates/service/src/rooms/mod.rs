@@ -44,6 +44,8 @@ pub struct Rooms {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     tips: Mutex<HashMap<OwnedRoomId, RoomTip>>,
     pub(crate) state_cache: Mutex<state::StateCache>,
+    /// Serialises cache misses of `state_map` per group (striped).
+    state_loading: Vec<tokio::sync::Mutex<()>>,
     event_cache: Mutex<HashMap<OwnedEventId, Arc<Pdu>>>,
     /// Where every newly stored event goes after commit (push evaluation), off the send path.
     event_sink:
@@ -72,6 +74,7 @@ impl Rooms {
             locks: Mutex::default(),
             tips: Mutex::default(),
             state_cache: Mutex::default(),
+            state_loading: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             event_cache: Mutex::default(),
             event_sink: std::sync::OnceLock::new(),
         }
@@ -119,6 +122,20 @@ impl Rooms {
         let pdu = Arc::new(Pdu::from_stored(&stored)?);
         self.cache_pdu(pdu.clone());
         Ok(Some(pdu))
+    }
+
+    /// The parsed form of a stored event, from the cache when another sync parsed it already
+    /// (a message to a room of 2,000 is rendered for each member).
+    pub(crate) fn pdu_of(&self, stored: &feldpost_storage::StoredEvent) -> Result<Arc<Pdu>> {
+        if let Ok(id) = ruma::EventId::parse(stored.event_id.as_str())
+            && let Some(p) = self.event_cache.lock().get(&id)
+            && *p.json == *stored.json
+        {
+            return Ok(p.clone());
+        }
+        let pdu = Arc::new(Pdu::from_stored(stored)?);
+        self.cache_pdu(pdu.clone());
+        Ok(pdu)
     }
 
     pub(crate) fn cache_pdu(&self, pdu: Arc<Pdu>) {

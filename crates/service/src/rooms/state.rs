@@ -48,21 +48,32 @@ impl Rooms {
         if let Some(m) = self.state_cache.lock().get(&group) {
             return Ok(m.clone());
         }
+        // One load per group at a time: when a thousand members of a room sync at once, the
+        // first builds the map and the others find it cached instead of each building a copy.
+        // Groups share a few locks by number, so loads of different rooms rarely wait.
+        let stripe = group.rem_euclid(self.state_loading.len() as i64) as usize;
+        let _loading = self.state_loading[stripe].lock().await;
+        if let Some(m) = self.state_cache.lock().get(&group) {
+            return Ok(m.clone());
+        }
         // Walk back to a cached or full group, then apply the deltas forward.
+        let records = self.store.state_group_chain(group).await?;
+        match records.last() {
+            None => return Err(Error::internal(format!("state group {group} missing"))),
+            Some(r) if r.prev.is_some() => {
+                return Err(Error::internal(format!(
+                    "state group chain of {group} broken"
+                )));
+            }
+            Some(_) => {}
+        }
         let mut chain = Vec::new();
         let mut base: Option<Arc<StateMap>> = None;
-        let mut cur = Some(group);
-        while let Some(g) = cur {
-            if let Some(m) = self.state_cache.lock().get(&g) {
+        for rec in records {
+            if let Some(m) = self.state_cache.lock().get(&rec.id) {
                 base = Some(m.clone());
                 break;
             }
-            let rec = self
-                .store
-                .state_group(g)
-                .await?
-                .ok_or_else(|| Error::internal(format!("state group {g} missing")))?;
-            cur = rec.prev;
             chain.push(rec);
         }
         let mut map = base.map(|b| (*b).clone()).unwrap_or_default();

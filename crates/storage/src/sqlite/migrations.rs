@@ -14,6 +14,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_admin", include_str!("migrations/0003_admin.sql")),
     ("0002_e2ee", include_str!("migrations/0002_e2ee.sql")),
     ("0004_push", include_str!("migrations/0004_push.sql")),
+    ("0005_scale", include_str!("migrations/0005_scale.sql")),
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

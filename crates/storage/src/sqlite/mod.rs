@@ -127,14 +127,11 @@ impl CachedExt for Connection {
 fn open(path: &Path, flags: OpenFlags) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    // Readers reuse pages through the shared memory map instead of copying them into a private
-    // cache that every commit of the writer invalidates.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
-         PRAGMA cache_size = -16000;
-         PRAGMA mmap_size = 1073741824;",
+         PRAGMA cache_size = -16000;",
     )?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)

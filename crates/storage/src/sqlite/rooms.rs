@@ -399,23 +399,24 @@ impl RoomStore for SqliteStore {
         .await
     }
 
-    async fn state_group(&self, group: i64) -> Result<Option<StateGroupRecord>> {
+    async fn state_group_chain(&self, group: i64) -> Result<Vec<StateGroupRecord>> {
         self.read(move |c| {
-            let head: Option<(Option<i64>, i64)> = c
-                .q_row("SELECT prev_group, chain_len FROM state_groups WHERE id = ?1", [group], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            let Some((prev, chain_len)) = head else { return Ok(None) };
-            let mut st = c.prepare_cached(
-                "SELECT event_type, state_key, event_id FROM state_group_entries WHERE group_id = ?1",
-            )?;
-            let entries = st
-                .query_map([group], |r| Ok(StateEntry { event_type: r.get(0)?, state_key: r.get(1)?, event_id: r.get(2)? }))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Some(StateGroupRecord { id: group, prev, chain_len, entries }))
+            let mut out = Vec::new();
+            let mut cur = Some(group);
+            while let Some(g) = cur {
+                let Some(rec) = state_group_record(c, g)? else {
+                    break;
+                };
+                cur = rec.prev;
+                out.push(rec);
+            }
+            Ok(out)
         })
         .await
+    }
+
+    async fn state_group(&self, group: i64) -> Result<Option<StateGroupRecord>> {
+        self.read(move |c| state_group_record(c, group)).await
     }
 
     async fn current_state(&self, room_id: &str) -> Result<Vec<StateEntry>> {
@@ -706,4 +707,36 @@ impl RoomStore for SqliteStore {
         })
         .await
     }
+}
+
+/// One state group record.
+fn state_group_record(c: &Connection, group: i64) -> Result<Option<StateGroupRecord>> {
+    let head: Option<(Option<i64>, i64)> = c
+        .q_row(
+            "SELECT prev_group, chain_len FROM state_groups WHERE id = ?1",
+            [group],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((prev, chain_len)) = head else {
+        return Ok(None);
+    };
+    let mut st = c.prepare_cached(
+        "SELECT event_type, state_key, event_id FROM state_group_entries WHERE group_id = ?1",
+    )?;
+    let entries = st
+        .query_map([group], |r| {
+            Ok(StateEntry {
+                event_type: r.get(0)?,
+                state_key: r.get(1)?,
+                event_id: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(StateGroupRecord {
+        id: group,
+        prev,
+        chain_len,
+        entries,
+    }))
 }
