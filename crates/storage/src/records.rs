@@ -226,9 +226,12 @@ pub struct MediaRecord {
 }
 
 /// Where a persisted event landed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PersistedEvent {
+    /// The event's stream position; `-1` when `existing` is set.
     pub stream: i64,
+    /// The event already stored for the same transaction id: nothing was written.
+    pub existing: Option<String>,
     /// The state group after the event (new for a state event).
     pub state_group_after: Option<i64>,
 }

@@ -149,28 +149,39 @@ impl Rooms {
     ) -> Result<(Arc<Pdu>, i64)> {
         let lock = self.room_lock(room_id);
         let _guard = lock.lock().await;
-        if let Some((device, txn)) = &new.txn
-            && let Some(existing) = self
-                .store
-                .event_for_txn(sender.as_str(), device, txn)
-                .await?
-        {
-            let id = OwnedEventId::try_from(existing)
-                .map_err(|_| Error::internal("bad stored event id"))?;
-            let pdu = self
-                .pdu(&id)
-                .await?
-                .ok_or_else(|| Error::internal("txn event missing"))?;
-            return Ok((pdu, -1));
-        }
+        // A retried transaction id is recognised when storing (see `persist_event`).
         let tip = self
             .tip(room_id)
             .await?
             .ok_or_else(|| Error::not_found("Unknown room"))?;
         let txn = new.txn.clone();
         let pdu = self.build(Some(room_id), sender, &tip, new, None).await?;
-        self.authorize_and_store(&tip, pdu, txn.map(|(d, t)| (sender.to_string(), d, t)))
-            .await
+        let stored = self
+            .authorize_and_store(
+                &tip,
+                pdu,
+                txn.clone().map(|(d, t)| (sender.to_string(), d, t)),
+            )
+            .await;
+        match (stored, txn) {
+            // A retry that would no longer be allowed (the sender left, say) still answers
+            // with the event its first attempt stored.
+            (Err(e), Some((device, txn))) => {
+                match self
+                    .store
+                    .event_for_txn(sender.as_str(), &device, &txn)
+                    .await?
+                    .and_then(|id| OwnedEventId::try_from(id).ok())
+                {
+                    Some(id) => match self.pdu(&id).await? {
+                        Some(pdu) => Ok((pdu, -1)),
+                        None => Err(e),
+                    },
+                    None => Err(e),
+                }
+            }
+            (stored, _) => stored,
+        }
     }
 
     /// Builds and signs the event `append` would store next, but neither authorizes nor stores
@@ -488,6 +499,15 @@ impl Rooms {
                 redaction,
             })
             .await?;
+        if let Some(existing) = persisted.existing {
+            let id = OwnedEventId::try_from(existing)
+                .map_err(|_| Error::internal("bad stored event id"))?;
+            let pdu = self
+                .pdu(&id)
+                .await?
+                .ok_or_else(|| Error::internal("txn event missing"))?;
+            return Ok((pdu, -1));
+        }
         let pdu = Arc::new(pdu);
         if let Some(t) = redacted_target
             && let Ok(id) = OwnedEventId::try_from(t)

@@ -281,7 +281,9 @@ impl Rooms {
         room_id: &ruma::RoomId,
         user_id: &ruma::UserId,
     ) -> Result<()> {
-        if self.store.get_room(room_id.as_str()).await?.is_none() {
+        // A room with a cached tip exists; only unknown rooms cost a read.
+        let known = self.tips.lock().contains_key(room_id);
+        if !known && self.store.get_room(room_id.as_str()).await?.is_none() {
             return Err(Error::forbidden("You are not a member of this room"));
         }
         match self.membership_of(room_id, user_id).await?.as_deref() {

@@ -321,6 +321,24 @@ impl RoomStore for SqliteStore {
 
     async fn persist_event(&self, event: NewEvent) -> Result<PersistedEvent> {
         self.write(move |tx, pos| {
+            // A retried transaction: checked here, in the writer whose page cache is warm,
+            // rather than by a reader before every send.
+            if let Some((user, device, txn)) = &event.txn {
+                let existing: Option<String> = tx
+                    .q_row(
+                        "SELECT event_id FROM txn_ids WHERE user_id = ?1 AND device_id = ?2 AND txn_id = ?3",
+                        params![user, device, txn],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if existing.is_some() {
+                    return Ok(PersistedEvent {
+                        stream: -1,
+                        existing,
+                        state_group_after: None,
+                    });
+                }
+            }
             let stream = pos.next();
             let state_group_after = persist(tx, stream, &event)?;
             pos.touch_room(&event.room_id);
@@ -330,6 +348,7 @@ impl RoomStore for SqliteStore {
             }
             Ok(PersistedEvent {
                 stream,
+                existing: None,
                 state_group_after,
             })
         })
