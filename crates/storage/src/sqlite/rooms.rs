@@ -445,13 +445,7 @@ impl RoomStore for SqliteStore {
                 "SELECT event_type, state_key, event_id FROM current_state WHERE room_id = ?1",
             )?;
             Ok(st
-                .query_map([room_id], |r| {
-                    Ok(StateEntry {
-                        event_type: r.get(0)?,
-                        state_key: r.get(1)?,
-                        event_id: r.get(2)?,
-                    })
-                })?
+                .query_map([room_id], state_entry_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -728,6 +722,15 @@ impl RoomStore for SqliteStore {
     }
 }
 
+/// A `(event_type, state_key, event_id)` row.
+fn state_entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StateEntry> {
+    Ok(StateEntry {
+        event_type: r.get(0)?,
+        state_key: r.get(1)?,
+        event_id: r.get(2)?,
+    })
+}
+
 /// One state group record.
 fn state_group_record(c: &Connection, group: i64) -> Result<Option<StateGroupRecord>> {
     let head: Option<(Option<i64>, i64)> = c
@@ -744,13 +747,7 @@ fn state_group_record(c: &Connection, group: i64) -> Result<Option<StateGroupRec
         "SELECT event_type, state_key, event_id FROM state_group_entries WHERE group_id = ?1",
     )?;
     let entries = st
-        .query_map([group], |r| {
-            Ok(StateEntry {
-                event_type: r.get(0)?,
-                state_key: r.get(1)?,
-                event_id: r.get(2)?,
-            })
-        })?
+        .query_map([group], state_entry_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(StateGroupRecord {
         id: group,
