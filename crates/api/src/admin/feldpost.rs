@@ -13,7 +13,7 @@ use feldpost_service::enrollment::RegistrationTokenRecord;
 use feldpost_service::enrollment::{NewEnrollment, enrollment_link, qr_svg, token_state};
 use serde_json::{Map, Value, json};
 
-use super::{AdminAuth, field, parse_u64, public_base};
+use super::{AdminAuth, field, parse_u64, public_base, required_field};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json as Body, Path, Query};
@@ -68,8 +68,7 @@ async fn create(
     Body(body): Body<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let s = &state.services;
-    let username = field::<String>(&body, "username")?
-        .ok_or_else(|| ApiError::new(ErrorKind::MissingParam, "username missing"))?;
+    let username = required_field::<String>(&body, "username")?;
     let displayname = field::<Option<String>>(&body, "displayname")?.flatten();
     let lifetime_minutes = field::<Option<u64>>(&body, "lifetime_minutes")?.flatten();
     // The name must not be taken: checked here, and again when the member registers.
@@ -200,11 +199,9 @@ async fn notice(
     Body(body): Body<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let s = &state.services;
-    let user_id = field::<String>(&body, "user_id")?
-        .ok_or_else(|| ApiError::new(ErrorKind::MissingParam, "user_id missing"))?;
+    let user_id = required_field::<String>(&body, "user_id")?;
     let user_id = s.admin.local_user(&user_id)?;
-    let text = field::<String>(&body, "body")?
-        .ok_or_else(|| ApiError::new(ErrorKind::MissingParam, "body missing"))?;
+    let text = required_field::<String>(&body, "body")?;
     if text.trim().is_empty() {
         return Err(ApiError::new(ErrorKind::InvalidParam, "body is empty"));
     }

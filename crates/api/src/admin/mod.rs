@@ -70,6 +70,19 @@ pub(crate) fn field<T: DeserializeOwned>(
     }
 }
 
+/// A field the body must have: `M_MISSING_PARAM` when absent, otherwise as [`field`].
+pub(crate) fn required_field<T: DeserializeOwned>(
+    body: &Map<String, Value>,
+    key: &str,
+) -> ApiResult<T> {
+    field(body, key)?.ok_or_else(|| {
+        ApiError::new(
+            feldpost_service::ErrorKind::MissingParam,
+            format!("{key} missing"),
+        )
+    })
+}
+
 /// Where links for phones point: the configured public URL; else, when the admin API shares the
 /// main listener, the address the admin reached it by; else the main listener's address.
 pub(crate) fn public_base(state: &AppState, headers: &HeaderMap) -> String {

@@ -13,7 +13,7 @@ use feldpost_service::admin::{RoomListEntry, RoomListQuery, RoomOrder};
 use ruma::OwnedRoomId;
 use serde_json::{Map, Value, json};
 
-use super::{AdminAuth, field, parse_dir, parse_u64};
+use super::{AdminAuth, field, parse_dir, parse_u64, required_field};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json as Body, Path, Query, parse_id};
@@ -193,8 +193,7 @@ async fn put_block(
     Body(body): Body<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let id = room_id(&id)?;
-    let block = field::<bool>(&body, "block")?
-        .ok_or_else(|| ApiError::new(ErrorKind::MissingParam, "block missing"))?;
+    let block = required_field::<bool>(&body, "block")?;
     state
         .services
         .admin

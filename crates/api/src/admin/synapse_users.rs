@@ -14,7 +14,7 @@ use feldpost_service::admin::{SharedSecretRegistration, UserChanges};
 use feldpost_service::ratelimit::Action;
 use serde_json::{Map, Value, json};
 
-use super::{AdminAuth, field, parse_bool, parse_dir, parse_u64};
+use super::{AdminAuth, field, parse_bool, parse_dir, parse_u64, required_field};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, Json as Body, Path, Query};
@@ -303,8 +303,7 @@ async fn reset_password(
 ) -> ApiResult<Json<Value>> {
     let a = &state.services.admin;
     let user_id = a.local_user(&user_id)?;
-    let pw = field::<String>(&body, "new_password")?
-        .ok_or_else(|| ApiError::new(ErrorKind::MissingParam, "new_password missing"))?;
+    let pw = required_field::<String>(&body, "new_password")?;
     let logout = field::<bool>(&body, "logout_devices")?.unwrap_or(true);
     a.reset_password(&admin.actor(), &user_id, &pw, logout)
         .await?;
@@ -330,8 +329,7 @@ async fn put_admin(
 ) -> ApiResult<Json<Value>> {
     let a = &state.services.admin;
     let user_id = a.local_user(&user_id)?;
-    let flag = field::<bool>(&body, "admin")?
-        .ok_or_else(|| ApiError::new(ErrorKind::MissingParam, "admin missing"))?;
+    let flag = required_field::<bool>(&body, "admin")?;
     a.set_admin(&admin.actor(), &user_id, flag).await?;
     Ok(Json(json!({})))
 }
@@ -454,11 +452,9 @@ async fn send_server_notice(
     Body(body): Body<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let s = &state.services;
-    let user_id = field::<String>(&body, "user_id")?
-        .ok_or_else(|| ApiError::new(ErrorKind::MissingParam, "user_id missing"))?;
+    let user_id = required_field::<String>(&body, "user_id")?;
     let user_id = s.admin.local_user(&user_id)?;
-    let content = field::<Value>(&body, "content")?
-        .ok_or_else(|| ApiError::new(ErrorKind::MissingParam, "content missing"))?;
+    let content = required_field::<Value>(&body, "content")?;
     if body.get("type").is_some_and(|t| t != "m.room.message") {
         return Err(ApiError::new(
             ErrorKind::Unrecognized,
