@@ -86,6 +86,10 @@ enum Command {
         source_addrs: u8,
         #[arg(long, default_value_t = 30_000)]
         long_poll_ms: u64,
+        /// Send only into rooms with at least this many members (e.g. 500 to measure the
+        /// fan-out of the large rooms on its own).
+        #[arg(long, default_value_t = 0)]
+        min_members: usize,
         /// Write a latency-over-time plot (SVG) here.
         #[arg(long)]
         plot: Option<PathBuf>,
@@ -155,6 +159,7 @@ async fn main() -> Result<()> {
             streams_per_connection,
             source_addrs,
             long_poll_ms,
+            min_members,
             plot,
         } => {
             let world = state::World::load(&cli.state)?;
@@ -167,6 +172,7 @@ async fn main() -> Result<()> {
                 streams_per_connection,
                 source_addrs,
                 long_poll_ms,
+                min_members,
                 server_pid: cli.server_pid,
             };
             let result = scenario_sync::run(&world, args).await?;

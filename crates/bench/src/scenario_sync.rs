@@ -29,6 +29,7 @@ pub struct SyncArgs {
     pub streams_per_connection: usize,
     pub source_addrs: u8,
     pub long_poll_ms: u64,
+    pub min_members: usize,
     pub server_pid: Option<u32>,
 }
 
@@ -236,6 +237,7 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
     let rooms: Vec<(String, Vec<usize>, u32)> = world
         .rooms
         .iter()
+        .filter(|r| r.members.len() >= args.min_members)
         .map(|r| {
             (
                 r.room_id.clone(),
@@ -246,7 +248,7 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
         .filter(|r| r.2 > 0)
         .collect();
     if rooms.is_empty() {
-        bail!("no room has an active member");
+        bail!("no room with at least {} members has an active member", args.min_members);
     }
     let sender_http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)

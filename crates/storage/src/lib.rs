@@ -6,6 +6,7 @@ mod admin_records;
 mod changes;
 mod key_records;
 mod push_records;
+mod recent;
 mod records;
 pub mod sqlite;
 

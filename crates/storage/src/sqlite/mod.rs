@@ -25,6 +25,7 @@ use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, OpenFlags, Transaction};
 
 use crate::changes::{ChangeIndex, ChangeKey};
+use crate::recent::{RecentChange, RecentEvents};
 use crate::{Result, StorageError};
 
 /// Reader connections kept open; more concurrent reads wait for one to come back.
@@ -50,6 +51,7 @@ struct Shared {
     /// The last stream position whose transaction has committed.
     committed: AtomicI64,
     changes: ChangeIndex,
+    recent: RecentEvents,
 }
 
 struct Inner {
@@ -74,6 +76,7 @@ pub(crate) struct Positions<'a> {
     allocated: &'a AtomicI64,
     last: Option<i64>,
     touched: Vec<ChangeKey>,
+    recent: Vec<RecentChange>,
 }
 
 impl Positions<'_> {
@@ -97,6 +100,11 @@ impl Positions<'_> {
 
     pub(crate) fn touch_user(&mut self, user_id: &str) {
         self.touch(ChangeKey::User(user_id.to_owned()));
+    }
+
+    /// Records a change for the in-memory tails of recent events, applied at commit.
+    pub(crate) fn recent(&mut self, change: RecentChange) {
+        self.recent.push(change);
     }
 }
 
@@ -149,6 +157,9 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let mut writer = open(path, OpenFlags::default())?;
         migrations::apply(&mut writer)?;
+        // Checkpoints run on their own thread (see `checkpoint_loop`), not inside a commit that
+        // every queued write waits for.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let max: i64 =
             writer.query_row("SELECT value FROM meta WHERE key = 'stream'", [], |r| {
                 r.get::<_, i64>(0)
@@ -161,6 +172,7 @@ impl SqliteStore {
             allocated: AtomicI64::new(max),
             committed: AtomicI64::new(max),
             changes: ChangeIndex::new(max),
+            recent: RecentEvents::default(),
         });
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_shared = shared.clone();
@@ -175,6 +187,13 @@ impl SqliteStore {
             reader_back: Condvar::new(),
             read_permits: tokio::sync::Semaphore::new(READERS),
         });
+        let checkpointer = open(path, OpenFlags::default())?;
+        checkpointer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, weak))
+            .map_err(|e| StorageError::Database(format!("cannot start the checkpointer: {e}")))?;
         let watch = open_reader(path)?;
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -244,6 +263,27 @@ impl SqliteStore {
         .map_err(|e| StorageError::Database(format!("reader task failed: {e}")))?;
         drop(permit);
         out
+    }
+}
+
+/// How often the write-ahead log is copied into the database file.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// The size the write-ahead log file is cut back to after it was emptied.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
+/// Copies committed pages from the write-ahead log into the database file, beside the writer:
+/// a passive checkpoint waits for nobody and blocks nobody. Left to SQLite, the commit that
+/// crosses the log's size threshold would do this itself, and every write queued behind it
+/// would wait — under load that was the slowest acknowledgement by far. Ends with the store.
+fn checkpoint_loop(conn: Connection, inner: std::sync::Weak<Inner>) {
+    loop {
+        std::thread::sleep(CHECKPOINT_INTERVAL);
+        if inner.strong_count() == 0 {
+            return;
+        }
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
     }
 }
 
@@ -322,6 +362,7 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
     };
     let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
     let mut touched: Vec<ChangeKey> = Vec::new();
+    let mut recent: Vec<RecentChange> = Vec::new();
     let mut last: Option<i64> = None;
     for job in batch {
         if let Err(e) = tx.exec("SAVEPOINT job", []) {
@@ -334,6 +375,7 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
             allocated: &shared.allocated,
             last: None,
             touched: Vec::new(),
+            recent: Vec::new(),
         };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&tx, &mut pos)));
         match outcome {
@@ -346,6 +388,7 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
                 }
                 replies.push(reply);
                 touched.append(&mut pos.touched);
+                recent.append(&mut pos.recent);
                 last = pos.last.or(last);
             }
             failed => {
@@ -375,11 +418,14 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
         Ok(()) => {
             if let Some(v) = external {
                 shared.changes.forget_before(v);
+                shared.recent.clear();
                 shared.committed.fetch_max(v, Ordering::SeqCst);
             }
             if let Some(last) = last {
-                // The index first, then the position: a sync that sees `last` sees its changes.
+                // The index and the tails first, then the position: a sync that sees `last`
+                // sees its changes.
                 shared.changes.record(&touched, last);
+                shared.recent.apply(recent);
                 shared.committed.store(last, Ordering::SeqCst);
             }
             for r in replies {
@@ -400,6 +446,12 @@ impl crate::Store for SqliteStore {
 
     fn changes(&self) -> &ChangeIndex {
         &self.inner.shared.changes
+    }
+}
+
+impl SqliteStore {
+    pub(crate) fn recent(&self) -> &RecentEvents {
+        &self.inner.shared.recent
     }
 }
 

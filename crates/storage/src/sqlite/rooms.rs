@@ -6,6 +6,7 @@ use rusqlite::{
 };
 
 use super::{CachedExt, SqliteStore, placeholders};
+use crate::recent::{RecentChange, contains_url};
 use crate::{
     AliasRecord, EventFilter, MemberSummary, MembershipRecord, NewEvent, NewRoom, PersistedEvent,
     RelationQuery, Result, RoomHead, RoomRecord, RoomStore, StateEntry, StateGroupRecord,
@@ -111,7 +112,7 @@ fn persist(tx: &Transaction<'_>, stream: i64, e: &NewEvent) -> Result<Option<i64
         }
         state_after = Some(id);
     }
-    let contains_url = e.json.contains("\"url\":");
+    let contains_url = contains_url(&e.json);
     let (txn_device, txn_id) = match &e.txn {
         Some((_, d, t)) => (Some(d.clone()), Some(t.clone())),
         None => (None, None),
@@ -342,6 +343,28 @@ impl RoomStore for SqliteStore {
             let stream = pos.next();
             let state_group_after = persist(tx, stream, &event)?;
             pos.touch_room(&event.room_id);
+            pos.recent(RecentChange::Event(StoredEvent {
+                event_id: event.event_id.clone(),
+                room_id: event.room_id.clone(),
+                stream,
+                json: event.json.clone(),
+                unsigned: event.unsigned.clone(),
+                event_type: event.event_type.clone(),
+                sender: event.sender.clone(),
+                state_key: event.state_key.clone(),
+                state_group_before: event.state_group_before,
+                state_group_after,
+                redacted_by: None,
+                txn: event.txn.as_ref().map(|(_, d, t)| (d.clone(), t.clone())),
+            }));
+            if let Some((target, json)) = &event.redaction {
+                pos.recent(RecentChange::Redacted {
+                    room_id: event.room_id.clone(),
+                    event_id: target.clone(),
+                    json: json.clone(),
+                    redacted_by: event.event_id.clone(),
+                });
+            }
             if let Some(m) = &event.membership {
                 pos.touch_user(&m.user_id);
                 pos.touch(crate::ChangeKey::Reads(m.user_id.clone()));
@@ -459,6 +482,13 @@ impl RoomStore for SqliteStore {
         limit: u32,
         filter: &EventFilter,
     ) -> Result<Vec<StoredEvent>> {
+        // The newest events of a room are usually in memory (see `recent`).
+        if let Some(events) = self
+            .recent()
+            .backward(room_id, before, after, limit, filter)
+        {
+            return Ok(events);
+        }
         let room_id = room_id.to_owned();
         let filter = filter.clone();
         self.read(move |c| {
