@@ -248,7 +248,10 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
         .filter(|r| r.2 > 0)
         .collect();
     if rooms.is_empty() {
-        bail!("no room with at least {} members has an active member", args.min_members);
+        bail!(
+            "no room with at least {} members has an active member",
+            args.min_members
+        );
     }
     let sender_http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)

@@ -1,5 +1,5 @@
-//! Micro-benchmarks of two hot paths: sending a message (build, hash, sign, authorize, store)
-//! and building /sync responses.
+//! Micro-benchmarks of hot paths: sending a message (build, hash, sign, authorize, store),
+//! building /sync responses, and evaluating push rules for a message in a large room.
 //!
 //! `cargo bench -p feldpost-service --bench hot_paths` (add `-- --quick` for a short run).
 //!
@@ -30,6 +30,8 @@ const DEVICE: &str = "BENCHDEVICE";
 /// to fill the default timeline limit of 10, so that initial sync returns full timelines).
 const SYNC_ROOMS: usize = 50;
 const MESSAGES_PER_ROOM: usize = 10;
+/// Members of the room whose message push evaluation is timed (alice included).
+const PUSH_MEMBERS: usize = 1_000;
 
 /// One server with `alice` and `bob` joined to the same rooms. Field order matters: the
 /// services (and their open database) are dropped before the data directory is removed.
@@ -247,5 +249,118 @@ fn sync(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, send, sync);
+/// Push evaluation of one message for every member of a large room: rules, quiet hours,
+/// notification rows. Evaluating the same event again only adds rows, like a new message would.
+/// A few members have rules or a quiet-hours schedule of their own, as in a real room.
+/// `evaluate_message` includes storing the 999 notification rows; the other two show what
+/// evaluation itself costs: an event no rule matches (every rule is tried, nothing is stored),
+/// and the quiet-hours lookup every notified member gets.
+fn push_evaluation(c: &mut Criterion) {
+    let rt = runtime();
+    let fx = rt.block_on(Fixture::new(1, 0));
+    let room = &fx.rooms[0];
+    let (members, message, unmatched) = rt.block_on(async {
+        let services = &fx.services;
+        // alice and bob are members already.
+        let mut members = vec![fx.bob.clone()];
+        for i in 2..PUSH_MEMBERS {
+            let user: OwnedUserId = format!("@member{i}:{}", services.rooms.server_name())
+                .try_into()
+                .expect("user id");
+            let profile = Profile {
+                displayname: Some(format!("Member {i}")),
+                avatar_url: None,
+            };
+            services
+                .rooms
+                .join(room, &user, &profile, None)
+                .await
+                .expect("join");
+            if i % 100 == 0 {
+                services
+                    .push
+                    .rules
+                    .put_rule(
+                        &user,
+                        "global",
+                        "content",
+                        "lunch",
+                        None,
+                        None,
+                        &json!({"pattern": "lunch", "actions": ["notify"]}),
+                    )
+                    .await
+                    .expect("push rule");
+            }
+            if i % 50 == 0 {
+                let schedule = json!({"timezone": "Europe/Berlin",
+                    "windows": [{"day_of_week": [0, 6]}]});
+                let Value::Object(schedule) = schedule else {
+                    unreachable!()
+                };
+                services
+                    .account_data
+                    .set(&user, None, "org.feldpost.quiet_hours", schedule)
+                    .await
+                    .expect("schedule");
+            }
+            members.push(user);
+        }
+        let message = services
+            .rooms
+            .append(room, &fx.alice, text("hello everyone".into()))
+            .await
+            .expect("send");
+        let unmatched = services
+            .rooms
+            .append(
+                room,
+                &fx.alice,
+                NewPdu::message("org.feldpost.bench", json!({"body": "hello"})),
+            )
+            .await
+            .expect("send");
+        let evaluator = &services.push.evaluator;
+        let evaluated = evaluator
+            .evaluate(&message.0, message.1)
+            .await
+            .expect("evaluate");
+        assert_eq!(evaluated.len(), PUSH_MEMBERS - 1);
+        let evaluated = evaluator
+            .evaluate(&unmatched.0, unmatched.1)
+            .await
+            .expect("evaluate");
+        assert!(evaluated.is_empty());
+        (members, message, unmatched)
+    });
+    let evaluator = &fx.services.push.evaluator;
+    let mut g = c.benchmark_group(format!("push_{PUSH_MEMBERS}_members"));
+    g.bench_function("evaluate_message", |b| {
+        b.to_async(&rt).iter(|| async {
+            evaluator
+                .evaluate(&message.0, message.1)
+                .await
+                .expect("evaluate")
+        })
+    });
+    g.bench_function("evaluate_unmatched_event", |b| {
+        b.to_async(&rt).iter(|| async {
+            evaluator
+                .evaluate(&unmatched.0, unmatched.1)
+                .await
+                .expect("evaluate")
+        })
+    });
+    let now = fx.services.push.now_ms();
+    g.bench_function("quiet_reason_all_members", |b| {
+        b.to_async(&rt).iter(|| async {
+            for user in &members {
+                evaluator.quiet_reason(user, now).await.expect("quiet");
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, send, sync, push_evaluation);
 criterion_main!(benches);

@@ -5,33 +5,41 @@
 //!
 //! Quiet hours decide only whether a notification is pushed; it is stored and counted anyway.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use feldpost_storage::{NewNotification, Store};
+use parking_lot::Mutex;
 use ruma::events::TimelineEventType;
 use ruma::events::room::power_levels::{
     RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource, UserPowerLevel,
 };
-use ruma::push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx};
+use ruma::push::{Action, FlattenedJson, PushConditionRoomCtx};
 use ruma::serde::Raw;
-use ruma::{OwnedEventId, OwnedUserId, UInt};
+use ruma::{OwnedEventId, OwnedUserId, UInt, UserId};
 use serde_json::Value;
 
 use super::config::QuietHoursConfig;
 use super::delivery::Delivery;
 use super::quiet_hours::{self, SCHEDULE_TYPE, Schedule};
-use super::rules::PushRules;
+use super::rules::{self, DefaultRules, PushRules};
 use super::{Clock, ClockCell};
 use crate::account_data::AccountData;
 use crate::notifier::Notifier;
 use crate::pdu::Pdu;
 use crate::rooms::Rooms;
 use crate::rooms::append::now_ms;
+use crate::rooms::state::StateMap;
 use crate::{Error, Result};
 
 /// Relation hops followed to find an event's thread (the spec's recommendation).
 const MAX_THREAD_HOPS: usize = 3;
+
+/// Users whose quiet-hours schedule (or its absence) is kept in memory at most.
+const SCHEDULE_CACHE_LIMIT: usize = 100_000;
+
+/// Quiet-hours schedules by user, with the stream position each was read at.
+pub(super) type ScheduleCache = Mutex<HashMap<OwnedUserId, (i64, Option<Arc<Schedule>>)>>;
 
 pub struct Evaluator {
     pub(super) store: Arc<dyn Store>,
@@ -146,67 +154,82 @@ impl Evaluator {
             .filter(|m| m.membership == "join")
             .map(|m| m.user_id.as_str())
             .collect();
-        let mut recipients: Vec<String> = joined.iter().map(|s| (*s).to_owned()).collect();
-        if pdu.kind == TimelineEventType::RoomMember
-            && let Some(target) = &pdu.state_key
-            && pdu
-                .content_value()
-                .get("membership")
-                .and_then(Value::as_str)
-                == Some("invite")
-            && !recipients.contains(target)
-        {
-            recipients.push(target.clone());
-        }
+        let invitee = match &pdu.state_key {
+            Some(target)
+                if pdu.kind == TimelineEventType::RoomMember
+                    && pdu
+                        .content_value()
+                        .get("membership")
+                        .and_then(Value::as_str)
+                        == Some("invite") =>
+            {
+                Some(target.as_str())
+            }
+            _ => None,
+        };
         let sender = pdu.sender.as_str();
+        let server = self.rooms.server_name();
         let mut seen = HashSet::new();
-        recipients.retain(|u| u != sender && seen.insert(u.clone()));
         // Only this server's users get notifications here.
-        recipients.retain(|u| {
-            OwnedUserId::try_from(u.as_str())
-                .is_ok_and(|id| id.server_name() == self.rooms.server_name())
-        });
+        let recipients: Vec<&UserId> = joined
+            .iter()
+            .copied()
+            .chain(invitee)
+            .filter(|u| *u != sender && seen.insert(*u))
+            .filter_map(|u| <&UserId>::try_from(u).ok())
+            .filter(|u| u.server_name() == server)
+            .collect();
         if recipients.is_empty() {
             return Ok(vec![]);
         }
         let levels = self.power_levels(pdu).await?;
-        let pl_ctx: PushConditionPowerLevelsCtx = levels.clone().into();
         let state = self.rooms.current_state(&pdu.room_id).await?;
         let member_count = UInt::try_from(joined.len() as u64).unwrap_or_default();
         let event_json = serde_json::value::to_raw_value(&pdu.to_client_value())
             .map_err(|e| Error::internal(e.to_string()))?;
         let raw: Raw<Value> = Raw::from_json(event_json);
+        // Flattened once for all recipients.
+        let event = FlattenedJson::from_raw(&raw);
         let thread_id = self.thread_of(pdu).await?;
         let now = self.clock.now_ms();
         let urgent = self.urgent(pdu, &levels);
+        let mut defaults = DefaultRules::shared().map(DefaultRules::for_event);
+        // One context, of which only the user changes per recipient.
+        let mut ctx = PushConditionRoomCtx::new(
+            pdu.room_id.clone(),
+            member_count,
+            pdu.sender.clone(),
+            String::new(),
+        )
+        .with_power_levels(levels.clone().into());
+        let room_id = pdu.room_id.to_string();
+        let event_id = pdu.event_id.to_string();
 
         let mut out = Vec::new();
         let mut rows = Vec::new();
-        for user in recipients {
-            let Ok(uid) = OwnedUserId::try_from(user.as_str()) else {
-                continue;
+        for uid in recipients {
+            let own = self.rules.own_rules(uid).await?;
+            let shared = match own {
+                None => defaults.as_mut(),
+                Some(_) => None,
             };
-            let rules = self.rules.ruleset(&uid).await?;
-            let resolved = quiet_hours::resolve_time_conditions(&rules, now);
-            let ruleset = resolved.as_ref().unwrap_or(&rules);
-            let display_name = match state.get(&("m.room.member".to_owned(), user.clone())) {
-                Some(id) => self.rooms.pdu(id).await?.and_then(|p| {
-                    p.content_value()
-                        .get("displayname")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                }),
-                None => None,
-            }
-            .unwrap_or_else(|| uid.localpart().to_owned());
-            let ctx = PushConditionRoomCtx::new(
-                pdu.room_id.clone(),
-                member_count,
-                uid.clone(),
-                display_name,
-            )
-            .with_power_levels(pl_ctx.clone());
-            let actions = ruleset.get_actions(&raw, &ctx).await.to_vec();
+            ctx.user_id = uid.to_owned();
+            ctx.user_display_name = match &shared {
+                // The display name is a state lookup and a parse, for nothing here.
+                Some(d) if !d.reads_display_name() => String::new(),
+                _ => self.display_name(&state, uid).await?,
+            };
+            let actions = match shared {
+                Some(d) => d.actions(&event, &ctx).await,
+                None => {
+                    let rules = match own {
+                        Some(rules) => rules,
+                        None => self.rules.ruleset(uid).await?,
+                    };
+                    let resolved = quiet_hours::resolve_time_conditions(&rules, now);
+                    rules::actions_for(resolved.as_ref().unwrap_or(&rules), &event, &ctx).await
+                }
+            };
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }
@@ -214,13 +237,13 @@ impl Evaluator {
             let quiet = if urgent {
                 None
             } else {
-                self.quiet_reason(&uid, now).await?
+                self.quiet_reason(uid, now).await?
             };
             let push = quiet.is_none();
             rows.push(NewNotification {
-                user_id: user.clone(),
-                room_id: pdu.room_id.to_string(),
-                event_id: pdu.event_id.to_string(),
+                user_id: uid.as_str().to_owned(),
+                room_id: room_id.clone(),
+                event_id: event_id.clone(),
                 event_stream: stream,
                 thread_id: thread_id.clone(),
                 notify: true,
@@ -231,7 +254,7 @@ impl Evaluator {
                 ts: now_ms(),
             });
             out.push(Evaluation {
-                user_id: uid,
+                user_id: uid.to_owned(),
                 actions,
                 highlight,
                 push,
@@ -250,18 +273,53 @@ impl Evaluator {
         Ok(out)
     }
 
-    /// Why the user's notifications are held back now, if they are.
-    pub async fn quiet_reason(
-        &self,
-        user: &ruma::UserId,
-        now: i64,
-    ) -> Result<Option<quiet_hours::QuietReason>> {
+    /// The member's display name in the room, or their localpart.
+    async fn display_name(&self, state: &StateMap, user: &UserId) -> Result<String> {
+        let name = match state.get(&("m.room.member".to_owned(), user.as_str().to_owned())) {
+            Some(id) => self.rooms.pdu(id).await?.and_then(|p| {
+                p.content_value()
+                    .get("displayname")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            }),
+            None => None,
+        };
+        Ok(name.unwrap_or_else(|| user.localpart().to_owned()))
+    }
+
+    /// The user's quiet-hours schedule, cached until the change index shows a change of the
+    /// user's account data (or memberships) after it was read: most recipients have none, and
+    /// reading that from the database for every recipient of every event was the bulk of the
+    /// evaluation.
+    async fn schedule(&self, user: &UserId) -> Result<Option<Arc<Schedule>>> {
+        let cache = &self.rules.schedules;
+        if let Some((at, schedule)) = cache.lock().get(user)
+            && !self.store.changes().user_changed(user.as_str(), *at)
+        {
+            return Ok(schedule.clone());
+        }
+        // The position first: a write racing with the read shows up as a change after it.
+        let at = self.store.current_position();
         let schedule = match self.account_data.get(user, None, SCHEDULE_TYPE).await {
-            Ok(v) => Schedule::from_content(&v),
+            Ok(v) => Schedule::from_content(&v).map(Arc::new),
             Err(e) if e.kind == crate::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        Ok(schedule.and_then(|s| {
+        let mut cache = cache.lock();
+        if cache.len() >= SCHEDULE_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(user.to_owned(), (at, schedule.clone()));
+        Ok(schedule)
+    }
+
+    /// Why the user's notifications are held back now, if they are.
+    pub async fn quiet_reason(
+        &self,
+        user: &UserId,
+        now: i64,
+    ) -> Result<Option<quiet_hours::QuietReason>> {
+        Ok(self.schedule(user).await?.and_then(|s| {
             s.quiet_at(
                 now,
                 self.quiet.default_region.as_deref(),

@@ -4,13 +4,14 @@
 //! always come from the spec's current set, so that new defaults reach existing users.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use ruma::push::{
-    Action, AnyPushRuleRef, ConditionalPushRule, InsertPushRuleError, NewConditionalPushRule,
-    NewPatternedPushRule, NewPushRule, NewSimplePushRule, PushCondition, RemovePushRuleError,
-    RuleKind, Ruleset,
+    Action, AnyPushRuleRef, ConditionalPushRule, FlattenedJson, InsertPushRuleError,
+    NewConditionalPushRule, NewPatternedPushRule, NewPushRule, NewSimplePushRule,
+    PredefinedOverrideRuleId, PushCondition, PushConditionRoomCtx, RemovePushRuleError, RuleKind,
+    Ruleset,
 };
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Value, json};
@@ -34,6 +35,9 @@ pub struct PushRules {
     defaults_only: Mutex<std::collections::HashSet<OwnedUserId>>,
     /// Rule changes are read-modify-write of one account data object.
     write_lock: tokio::sync::Mutex<()>,
+    /// The quiet-hours schedules the evaluator reads with each user's rules (see
+    /// `Evaluator::schedule`).
+    pub(super) schedules: super::evaluate::ScheduleCache,
 }
 
 /// Parses the `{scope}` path segment: only `global` exists.
@@ -146,6 +150,187 @@ fn merge_with_defaults(user: &UserId, stored: Option<Ruleset>) -> Ruleset {
     out
 }
 
+/// Whether the event was sent by the user the context is for: it never notifies them.
+fn own_event(event: &FlattenedJson, ctx: &PushConditionRoomCtx) -> bool {
+    event.get_str("sender") == Some(ctx.user_id.as_str())
+}
+
+/// What `Ruleset::get_actions` gives, on an event flattened once for all recipients (ruma's
+/// method flattens it again on every call).
+pub(super) async fn actions_for(
+    rules: &Ruleset,
+    event: &FlattenedJson,
+    ctx: &PushConditionRoomCtx,
+) -> Vec<Action> {
+    if own_event(event, ctx) {
+        return vec![];
+    }
+    for rule in rules {
+        if rule.applies(event, ctx).await {
+            return rule.actions().to_vec();
+        }
+    }
+    vec![]
+}
+
+/// The server-default override rules that name their user, built for one user.
+fn user_rule(rule_id: &str, user: &UserId) -> Option<ConditionalPushRule> {
+    if rule_id == PredefinedOverrideRuleId::InviteForMe.as_str() {
+        Some(ConditionalPushRule::invite_for_me(user))
+    } else if rule_id == PredefinedOverrideRuleId::IsUserMention.as_str() {
+        Some(ConditionalPushRule::is_user_mention(user))
+    } else {
+        None
+    }
+}
+
+/// Whether a condition's verdict on an event is the same for every recipient (other than the
+/// sender): it reads only the event and the room, not the user's id or display name.
+fn same_for_everyone(c: &PushCondition) -> bool {
+    matches!(
+        c,
+        PushCondition::EventMatch(_)
+            | PushCondition::RoomMemberCount(_)
+            | PushCondition::SenderNotificationPermission(_)
+            | PushCondition::EventPropertyIs(_)
+            | PushCondition::EventPropertyContains(_)
+    )
+}
+
+/// The server-default ruleset, built once. Users without rules of their own evaluate it with
+/// the few rules that name the user built for them: building the whole ruleset per recipient
+/// cost more than evaluating it, and keeping one per user would take gigabytes.
+pub(super) struct DefaultRules {
+    template: Ruleset,
+    /// Per rule, in evaluation order: whether its verdict on an event is the same for every
+    /// recipient, so that it is worked out once per event (see [`EventDefaults`]).
+    shared: Vec<bool>,
+    /// Whether a default rule may read the recipient's display name.
+    reads_display_name: bool,
+}
+
+impl DefaultRules {
+    /// The shared defaults; `None` if they depend on the user in more ways than [`user_rule`]
+    /// covers, and then each user's defaults have to be built.
+    pub(super) fn shared() -> Option<&'static Self> {
+        static SHARED: OnceLock<Option<DefaultRules>> = OnceLock::new();
+        SHARED.get_or_init(Self::build).as_ref()
+    }
+
+    fn build() -> Option<Self> {
+        let template = Ruleset::server_default(<&UserId>::try_from("@template:invalid").ok()?);
+        // Time conditions are resolved per user and moment; the defaults must have none.
+        if super::quiet_hours::resolve_time_conditions(&template, 0).is_some() {
+            return None;
+        }
+        let instantiate = |user: &UserId| {
+            let mut own = template.clone();
+            own.override_ = own
+                .override_
+                .iter()
+                .map(|r| user_rule(&r.rule_id, user).unwrap_or_else(|| r.clone()))
+                .collect();
+            own
+        };
+        // Checked, not assumed: a default rule that named the user but was not rebuilt per
+        // user would be evaluated with the template's user.
+        let users =
+            ["@a:localhost", "@some.one_else:example.org"].map(|u| <&UserId>::try_from(u).ok());
+        for user in users {
+            let user = user?;
+            let expected = serde_json::to_value(Ruleset::server_default(user)).ok()?;
+            if serde_json::to_value(instantiate(user)).ok()? != expected {
+                return None;
+            }
+        }
+        let conditions = |rule: AnyPushRuleRef<'_>| match rule {
+            AnyPushRuleRef::Override(r) | AnyPushRuleRef::Underride(r) => {
+                Some(r.conditions.clone())
+            }
+            _ => None,
+        };
+        let sample = users[0]?;
+        let shared = (&template)
+            .into_iter()
+            .map(|rule| {
+                let names_user = matches!(rule, AnyPushRuleRef::Override(r)
+                    if user_rule(&r.rule_id, sample).is_some());
+                !names_user && conditions(rule).is_some_and(|c| c.iter().all(same_for_everyone))
+            })
+            .collect();
+        // Content, room and sender rules read no display name either; others might.
+        let reads_display_name = (&instantiate(sample))
+            .into_iter()
+            .filter_map(conditions)
+            .any(|c| !c.iter().all(same_for_everyone));
+        Some(Self {
+            template,
+            shared,
+            reads_display_name,
+        })
+    }
+
+    /// The defaults for the recipients of one event.
+    pub(super) fn for_event(&'static self) -> EventDefaults {
+        EventDefaults {
+            rules: self,
+            verdicts: vec![None; self.shared.len()],
+        }
+    }
+}
+
+/// The server defaults applied to one event: the verdicts of the rules that are the same for
+/// every recipient are worked out for the first and reused for the others.
+pub(super) struct EventDefaults {
+    rules: &'static DefaultRules,
+    verdicts: Vec<Option<bool>>,
+}
+
+impl EventDefaults {
+    /// Whether the evaluation needs the recipient's display name in the context.
+    pub(super) fn reads_display_name(&self) -> bool {
+        self.rules.reads_display_name
+    }
+
+    /// What `Ruleset::get_actions` gives with `ctx.user_id`'s default ruleset. Every call for
+    /// one `EventDefaults` must pass the same event and a context that differs only in the user.
+    pub(super) async fn actions(
+        &mut self,
+        event: &FlattenedJson,
+        ctx: &PushConditionRoomCtx,
+    ) -> Vec<Action> {
+        if own_event(event, ctx) {
+            return vec![];
+        }
+        let rules = self.rules;
+        for (i, rule) in (&rules.template).into_iter().enumerate() {
+            let applies = if rules.shared.get(i) == Some(&true) {
+                match self.verdicts[i] {
+                    Some(v) => v,
+                    None => {
+                        let v = rule.applies(event, ctx).await;
+                        self.verdicts[i] = Some(v);
+                        v
+                    }
+                }
+            } else if let AnyPushRuleRef::Override(r) = rule
+                && let Some(own) = user_rule(&r.rule_id, &ctx.user_id)
+            {
+                if AnyPushRuleRef::Override(&own).applies(event, ctx).await {
+                    return own.actions;
+                }
+                false
+            } else {
+                rule.applies(event, ctx).await
+            };
+            if applies {
+                return rule.actions().to_vec();
+            }
+        }
+        vec![]
+    }
+}
+
 fn insert_error(e: InsertPushRuleError) -> Error {
     match e {
         InsertPushRuleError::ServerDefaultRuleId => {
@@ -174,16 +359,26 @@ impl PushRules {
             cache: Mutex::default(),
             defaults_only: Mutex::default(),
             write_lock: tokio::sync::Mutex::new(()),
+            schedules: Mutex::default(),
         }
     }
 
     /// The user's complete ruleset (defaults merged in).
     pub async fn ruleset(&self, user: &UserId) -> Result<Arc<Ruleset>> {
+        Ok(match self.own_rules(user).await? {
+            Some(r) => r,
+            None => Arc::new(merge_with_defaults(user, None)),
+        })
+    }
+
+    /// The user's ruleset if they have rules of their own, `None` for the server defaults
+    /// (which [`DefaultRules`] evaluates without building them per user).
+    pub(super) async fn own_rules(&self, user: &UserId) -> Result<Option<Arc<Ruleset>>> {
         if let Some(r) = self.cache.lock().get(user) {
-            return Ok(r.clone());
+            return Ok(Some(r.clone()));
         }
         if self.defaults_only.lock().contains(user) {
-            return Ok(Arc::new(merge_with_defaults(user, None)));
+            return Ok(None);
         }
         let stored = match self.account_data.get(user, None, PUSH_RULES_TYPE).await {
             Ok(content) => content
@@ -203,9 +398,9 @@ impl PushRules {
             // A save racing with this read put its rules in the cache after our read: they win.
             if let Some(r) = self.cache.lock().get(user) {
                 self.defaults_only.lock().remove(user);
-                return Ok(r.clone());
+                return Ok(Some(r.clone()));
             }
-            return Ok(Arc::new(merge_with_defaults(user, None)));
+            return Ok(None);
         }
         let merged = Arc::new(merge_with_defaults(user, stored));
         let mut cache = self.cache.lock();
@@ -214,7 +409,7 @@ impl PushRules {
             cache.clear();
         }
         cache.insert(user.to_owned(), merged.clone());
-        Ok(merged)
+        Ok(Some(merged))
     }
 
     /// The `m.push_rules` account data content for a user who never changed a rule.
@@ -479,5 +674,161 @@ mod tests {
                 .iter()
                 .any(|r| r.rule_id == ".org.matrix.msc3930.rule.poll_start")
         );
+    }
+
+    /// Events that exercise every kind of default rule, as (event, members, display name).
+    fn sample_events(user: &UserId) -> Vec<(Value, u64, &'static str)> {
+        let msg = |content: Value| {
+            json!({"type": "m.room.message", "sender": "@s:localhost", "room_id": "!r:localhost",
+                   "event_id": "$e", "origin_server_ts": 1, "content": content})
+        };
+        vec![
+            (msg(json!({"msgtype": "m.text", "body": "hello"})), 10, "A"),
+            (msg(json!({"msgtype": "m.text", "body": "hello"})), 2, "A"),
+            (
+                msg(json!({"msgtype": "m.notice", "body": "hello"})),
+                10,
+                "A",
+            ),
+            (
+                msg(json!({"msgtype": "m.text", "body": "hi Alice!"})),
+                10,
+                "Alice",
+            ),
+            (
+                msg(json!({"msgtype": "m.text", "body": "@room look"})),
+                10,
+                "A",
+            ),
+            (
+                msg(json!({"msgtype": "m.text", "body": "x",
+                           "m.mentions": {"user_ids": [user.as_str()]}})),
+                10,
+                "A",
+            ),
+            (
+                msg(json!({"msgtype": "m.text", "body": "x",
+                           "m.mentions": {"user_ids": ["@other:localhost"]}})),
+                10,
+                "A",
+            ),
+            (
+                msg(json!({"msgtype": "m.text", "body": "x", "m.mentions": {"room": true}})),
+                10,
+                "A",
+            ),
+            (
+                json!({"type": "m.room.member", "sender": "@s:localhost", "room_id": "!r:localhost",
+                       "state_key": user.as_str(), "content": {"membership": "invite"}}),
+                10,
+                "A",
+            ),
+            (
+                json!({"type": "m.room.member", "sender": "@s:localhost", "room_id": "!r:localhost",
+                       "state_key": "@other:localhost", "content": {"membership": "invite"}}),
+                10,
+                "A",
+            ),
+            (
+                json!({"type": "m.room.encrypted", "sender": "@s:localhost",
+                       "room_id": "!r:localhost", "content": {}}),
+                2,
+                "A",
+            ),
+            (
+                json!({"type": "m.reaction", "sender": "@s:localhost", "room_id": "!r:localhost",
+                       "content": {}}),
+                10,
+                "A",
+            ),
+            (
+                json!({"type": "m.room.tombstone", "sender": "@s:localhost", "state_key": "",
+                       "room_id": "!r:localhost", "content": {"body": "gone"}}),
+                10,
+                "A",
+            ),
+            (msg(json!({"msgtype": "m.text", "body": "mine"})), 10, "A"),
+        ]
+    }
+
+    /// A room whose default power levels let the sender (its creator) mention the room.
+    fn ctx(user: &UserId, members: u64, name: &str) -> PushConditionRoomCtx {
+        use ruma::events::room::power_levels::{
+            RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource,
+        };
+        let version = ruma::RoomVersionId::V11.rules().unwrap();
+        let levels = RoomPowerLevels::new(
+            RoomPowerLevelsSource::from(None::<RoomPowerLevelsEventContent>),
+            &version.authorization,
+            vec!["@s:localhost".try_into().unwrap()],
+        );
+        PushConditionRoomCtx::new(
+            "!r:localhost".try_into().unwrap(),
+            ruma::UInt::new(members).unwrap(),
+            user.to_owned(),
+            name.to_owned(),
+        )
+        .with_power_levels(levels.into())
+    }
+
+    #[tokio::test]
+    async fn shared_defaults_act_like_each_users_defaults() {
+        let defaults = DefaultRules::shared().expect("the defaults name the user only as known");
+        assert!(!defaults.reads_display_name);
+        let users = ["@alice:localhost", "@s:localhost", "@bob:elsewhere.example"];
+        let mut events = vec![];
+        for user in users {
+            events.extend(sample_events(<&UserId>::try_from(user).unwrap()));
+        }
+        let (mut seen_highlight, mut seen_notify) = (false, false);
+        for (event, members, name) in events {
+            let raw: ruma::serde::Raw<Value> = ruma::serde::Raw::new(&event).unwrap();
+            let flat = FlattenedJson::from_raw(&raw);
+            // One event for several recipients, as the evaluator does it.
+            let mut for_event = defaults.for_event();
+            for user in users {
+                let user = <&UserId>::try_from(user).unwrap();
+                let own = Ruleset::server_default(user);
+                let ctx = ctx(user, members, name);
+                let expected = serde_json::to_string(own.get_actions(&raw, &ctx).await).unwrap();
+                let actions = for_event.actions(&flat, &ctx).await;
+                seen_highlight |= actions.iter().any(Action::is_highlight);
+                seen_notify |= actions.iter().any(Action::should_notify);
+                let got = serde_json::to_string(&actions).unwrap();
+                assert_eq!(got, expected, "{user} {event}");
+                let got = serde_json::to_string(&actions_for(&own, &flat, &ctx).await).unwrap();
+                assert_eq!(got, expected, "{user} {event}");
+            }
+        }
+        // The samples reach the rules that matter, not only the silent ones.
+        assert!(seen_highlight && seen_notify);
+    }
+
+    #[tokio::test]
+    async fn actions_for_acts_like_get_actions() {
+        let user = <&UserId>::try_from("@alice:localhost").unwrap();
+        let mut rules = Ruleset::server_default(user);
+        rules
+            .insert(
+                NewPushRule::Content(NewPatternedPushRule::new(
+                    "mine".into(),
+                    "mine".into(),
+                    vec![Action::Notify],
+                )),
+                None,
+                None,
+            )
+            .unwrap();
+        rules
+            .set_enabled(RuleKind::Override, ".m.rule.suppress_notices", false)
+            .unwrap();
+        for (event, members, name) in sample_events(user) {
+            let raw: ruma::serde::Raw<Value> = ruma::serde::Raw::new(&event).unwrap();
+            let flat = FlattenedJson::from_raw(&raw);
+            let ctx = ctx(user, members, name);
+            let expected = serde_json::to_string(rules.get_actions(&raw, &ctx).await).unwrap();
+            let got = serde_json::to_string(&actions_for(&rules, &flat, &ctx).await).unwrap();
+            assert_eq!(got, expected, "{event}");
+        }
     }
 }

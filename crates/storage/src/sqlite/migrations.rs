@@ -15,6 +15,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_e2ee", include_str!("migrations/0002_e2ee.sql")),
     ("0004_push", include_str!("migrations/0004_push.sql")),
     ("0005_scale", include_str!("migrations/0005_scale.sql")),
+    (
+        "0006_notification_writes",
+        include_str!("migrations/0006_notification_writes.sql"),
+    ),
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

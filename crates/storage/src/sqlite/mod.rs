@@ -135,11 +135,14 @@ impl CachedExt for Connection {
 fn open(path: &Path, flags: OpenFlags) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Temporary storage in memory: every write runs in a savepoint (see `run_batch`), whose
+    // journal of changed pages would otherwise go to a temporary file.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
-         PRAGMA cache_size = -16000;",
+         PRAGMA cache_size = -16000;
+         PRAGMA temp_store = MEMORY;",
     )?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
@@ -157,9 +160,6 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let mut writer = open(path, OpenFlags::default())?;
         migrations::apply(&mut writer)?;
-        // Checkpoints run on their own thread (see `checkpoint_loop`), not inside a commit that
-        // every queued write waits for.
-        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let max: i64 =
             writer.query_row("SELECT value FROM meta WHERE key = 'stream'", [], |r| {
                 r.get::<_, i64>(0)
@@ -187,13 +187,6 @@ impl SqliteStore {
             reader_back: Condvar::new(),
             read_permits: tokio::sync::Semaphore::new(READERS),
         });
-        let checkpointer = open(path, OpenFlags::default())?;
-        checkpointer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
-        let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, weak))
-            .map_err(|e| StorageError::Database(format!("cannot start the checkpointer: {e}")))?;
         let watch = open_reader(path)?;
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -263,27 +256,6 @@ impl SqliteStore {
         .map_err(|e| StorageError::Database(format!("reader task failed: {e}")))?;
         drop(permit);
         out
-    }
-}
-
-/// How often the write-ahead log is copied into the database file.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
-/// The size the write-ahead log file is cut back to after it was emptied.
-const WAL_SIZE_LIMIT: i64 = 64 << 20;
-
-/// Copies committed pages from the write-ahead log into the database file, beside the writer:
-/// a passive checkpoint waits for nobody and blocks nobody. Left to SQLite, the commit that
-/// crosses the log's size threshold would do this itself, and every write queued behind it
-/// would wait — under load that was the slowest acknowledgement by far. Ends with the store.
-fn checkpoint_loop(conn: Connection, inner: std::sync::Weak<Inner>) {
-    loop {
-        std::thread::sleep(CHECKPOINT_INTERVAL);
-        if inner.strong_count() == 0 {
-            return;
-        }
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "checkpoint failed");
-        }
     }
 }
 

@@ -6,9 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{CachedExt, SqliteStore};
-use crate::{
-    NewNotification, NotificationRecord, PushStore, PusherRecord, Result, StorageError, ThreadCount,
-};
+use crate::{NewNotification, NotificationRecord, PushStore, PusherRecord, Result, ThreadCount};
 
 const PUSHER_COLUMNS: &str =
     "user_id, app_id, pushkey, kind, app_display_name, device_display_name,
@@ -341,13 +339,23 @@ impl PushStore for SqliteStore {
         }
         let u = user_id.to_owned();
         self.read(move |c| {
+            // Newest first along (user_id, id): rows are inserted in position order, so the
+            // walk stops at the first row at or before `after` and reads only the new ones.
             let mut st = c.prepare_cached(
-                "SELECT DISTINCT room_id FROM push_notifications
-                 WHERE user_id = ?1 AND stream > ?2 AND stream <= ?3",
+                "SELECT room_id, stream FROM push_notifications WHERE user_id = ?1 ORDER BY id DESC",
             )?;
-            st.query_map(params![u, after, up_to], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()
-                .map_err(StorageError::from)
+            let mut rows = st.query([u])?;
+            let mut rooms: std::collections::BTreeSet<String> = Default::default();
+            while let Some(row) = rows.next()? {
+                let stream: i64 = row.get(1)?;
+                if stream <= after {
+                    break;
+                }
+                if stream <= up_to {
+                    rooms.insert(row.get(0)?);
+                }
+            }
+            Ok(rooms.into_iter().collect())
         })
         .await
     }
