@@ -165,7 +165,10 @@ async fn delivery_is_content_free_and_carries_counts() {
     assert_eq!(n1["event_id"], e1);
     assert_eq!(n2["event_id"], e2);
     assert_eq!(n1["room_id"], room);
-    assert_eq!(n1["counts"]["unread"], 1);
+    // Counts are the current ones when a push leaves: the second message may already be
+    // counted in the first push if both were evaluated before it was sent.
+    let first = n1["counts"]["unread"].as_u64();
+    assert!(matches!(first, Some(1 | 2)), "{n1}");
     assert_eq!(n2["counts"]["unread"], 2);
     let dev = &n1["devices"][0];
     assert_eq!(dev["app_id"], "org.example.app");

@@ -564,7 +564,13 @@ impl Sync {
         } else {
             None
         };
-        let mut receipts = if eph_room && eph.type_allowed("m.receipt") {
+        // Receipts are read only when the change index shows new ones (or for a new room).
+        let receipts_news = newly_joined
+            || self
+                .store
+                .changes()
+                .receipts_changed(room_id.as_str(), since.stream);
+        let mut receipts = if eph_room && eph.type_allowed("m.receipt") && receipts_news {
             self.store
                 .receipts_since(
                     room_id.as_str(),

@@ -17,6 +17,9 @@ use parking_lot::RwLock;
 pub enum ChangeKey {
     /// Events and receipts: what a room's section shows.
     Room(String),
+    /// Read receipts in a room (also a `Room` change): lets a sync skip reading receipts of a
+    /// room that only has new events.
+    Receipts(String),
     /// A user's memberships and account data.
     User(String),
     /// Send-to-device messages for a user's devices.
@@ -44,8 +47,9 @@ enum Kind {
     Notifications,
     Reads,
     Keys,
+    Receipts,
 }
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 /// The global kinds.
 #[derive(Clone, Copy)]
@@ -83,6 +87,7 @@ impl ChangeIndex {
                 ChangeKey::Notifications(u) => (Kind::Notifications, u),
                 ChangeKey::Reads(u) => (Kind::Reads, u),
                 ChangeKey::Keys(u) => (Kind::Keys, u),
+                ChangeKey::Receipts(r) => (Kind::Receipts, r),
                 ChangeKey::DeviceLists => {
                     self.bump_global(Global::DeviceLists, pos);
                     continue;
@@ -135,6 +140,11 @@ impl ChangeIndex {
     /// Whether the room's events or receipts may have changed after `since`.
     pub fn room_changed(&self, room_id: &str, since: i64) -> bool {
         self.keyed_changed(Kind::Room, room_id, since)
+    }
+
+    /// Whether the room may have new read receipts after `since`.
+    pub fn receipts_changed(&self, room_id: &str, since: i64) -> bool {
+        self.keyed_changed(Kind::Receipts, room_id, since)
     }
 
     /// Whether the user's memberships or account data may have changed after `since`.
@@ -202,6 +212,9 @@ mod tests {
         );
         idx.record(&[ChangeKey::Room("!a".into())], 3);
         assert!(idx.room_changed("!a", 4));
+        assert!(!idx.receipts_changed("!a", 0));
+        idx.record(&[ChangeKey::Receipts("!a".into())], 6);
+        assert!(idx.receipts_changed("!a", 5) && !idx.receipts_changed("!a", 6));
         assert!(!idx.room_changed("!a", 5));
         assert!(!idx.room_changed("!b", 0));
         assert!(idx.user_changed("@u", 4));

@@ -691,6 +691,7 @@ impl AdminStore for SqliteStore {
                 pos.touch(ChangeKey::Reads(m.clone()));
             }
             pos.touch_room(&room_id);
+            pos.touch(ChangeKey::Receipts(room_id.clone()));
             pos.recent(crate::recent::RecentChange::Forget(room_id.clone()));
             // Other tables may reference each other; check those references at commit only.
             tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;

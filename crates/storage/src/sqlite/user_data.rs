@@ -119,6 +119,7 @@ impl UserDataStore for SqliteStore {
                 params![rec.room_id, rec.receipt_type, rec.user_id, rec.thread_id, rec.event_id, rec.ts, stream],
             )?;
             pos.touch_room(&rec.room_id);
+            pos.touch(ChangeKey::Receipts(rec.room_id.clone()));
             pos.touch_user(&rec.user_id);
             pos.touch(ChangeKey::Reads(rec.user_id.clone()));
             Ok(stream)
