@@ -10,6 +10,7 @@ pub mod directory;
 pub mod enrollment;
 mod error;
 pub mod filter;
+mod generations;
 pub mod key_backup;
 pub mod keys;
 pub mod media;

@@ -19,6 +19,7 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomVersionId};
 pub use append::NewPdu;
 pub use state::StateMap;
 
+use crate::generations::Generations;
 use crate::notifier::Notifier;
 use crate::pdu::Pdu;
 use crate::signing_key::SigningKey;
@@ -46,12 +47,13 @@ pub struct Rooms {
     pub(crate) state_cache: Mutex<state::StateCache>,
     /// Serialises cache misses of `state_map` per group (striped).
     state_loading: Vec<tokio::sync::Mutex<()>>,
-    event_cache: Mutex<HashMap<OwnedEventId, Arc<Pdu>>>,
+    event_cache: Mutex<Generations<OwnedEventId, Arc<Pdu>>>,
     /// Where every newly stored event goes after commit (push evaluation), off the send path.
     event_sink:
         std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::push::NewEventNotice>>,
 }
 
+/// Parsed events per cache generation (see `generations`).
 const EVENT_CACHE_LIMIT: usize = 50_000;
 
 /// Room versions this server creates and joins.
@@ -75,7 +77,7 @@ impl Rooms {
             tips: Mutex::default(),
             state_cache: Mutex::default(),
             state_loading: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
-            event_cache: Mutex::default(),
+            event_cache: Mutex::new(Generations::new(EVENT_CACHE_LIMIT)),
             event_sink: std::sync::OnceLock::new(),
         }
     }
@@ -113,8 +115,10 @@ impl Rooms {
 
     /// Fetches an event by id (from the cache or storage).
     pub async fn pdu(&self, event_id: &ruma::EventId) -> Result<Option<Arc<Pdu>>> {
-        if let Some(p) = self.event_cache.lock().get(event_id) {
-            return Ok(Some(p.clone()));
+        let (hit, pushed_out) = self.event_cache.lock().get(event_id);
+        drop(pushed_out);
+        if let Some(p) = hit {
+            return Ok(Some(p));
         }
         let Some(stored) = self.store.get_event(event_id.as_str()).await? else {
             return Ok(None);
@@ -127,11 +131,12 @@ impl Rooms {
     /// The parsed form of a stored event, from the cache when another sync parsed it already
     /// (a message to a room of 2,000 is rendered for each member).
     pub(crate) fn pdu_of(&self, stored: &feldpost_storage::StoredEvent) -> Result<Arc<Pdu>> {
-        if let Ok(id) = ruma::EventId::parse(stored.event_id.as_str())
-            && let Some(p) = self.event_cache.lock().get(&id)
-            && *p.json == *stored.json
-        {
-            return Ok(p.clone());
+        if let Ok(id) = ruma::EventId::parse(stored.event_id.as_str()) {
+            let (hit, pushed_out) = self.event_cache.lock().get(&id);
+            drop(pushed_out);
+            if let Some(p) = hit.filter(|p| *p.json == *stored.json) {
+                return Ok(p);
+            }
         }
         let pdu = Arc::new(Pdu::from_stored(stored)?);
         self.cache_pdu(pdu.clone());
@@ -139,11 +144,9 @@ impl Rooms {
     }
 
     pub(crate) fn cache_pdu(&self, pdu: Arc<Pdu>) {
-        let mut c = self.event_cache.lock();
-        if c.len() > EVENT_CACHE_LIMIT {
-            c.clear();
-        }
-        c.insert(pdu.event_id.clone(), pdu);
+        // What a full generation pushes out is freed after the lock is released.
+        let pushed_out = self.event_cache.lock().insert(pdu.event_id.clone(), pdu);
+        drop(pushed_out);
     }
 
     pub(crate) fn forget_cached_pdu(&self, event_id: &ruma::EventId) {
