@@ -190,6 +190,47 @@ pub async fn send(
 pub const INITIAL_FILTER: &str = r#"{"presence":{"types":[]},"account_data":{"types":[]},"room":{"timeline":{"limit":1},"state":{"lazy_load_members":true},"account_data":{"types":[]},"ephemeral":{"types":[]}}}"#;
 pub const LIVE_FILTER: &str = r#"{"presence":{"types":[]},"account_data":{"types":[]},"room":{"timeline":{"limit":100},"state":{"lazy_load_members":true},"account_data":{"types":[]},"ephemeral":{"types":[]}}}"#;
 
+/// The parts of a sync response the load generator reads. Parsed into these types, not into a
+/// generic JSON tree, so that the generator's own cost per delivery stays small: everything
+/// else is skipped without being allocated.
+#[derive(serde::Deserialize, Default)]
+struct SyncBody {
+    next_batch: Option<String>,
+    #[serde(default)]
+    rooms: SyncRooms,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct SyncRooms {
+    #[serde(default)]
+    join: std::collections::HashMap<String, JoinedRoom>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct JoinedRoom {
+    #[serde(default)]
+    timeline: Timeline,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Timeline {
+    #[serde(default)]
+    events: Vec<TimelineEvent>,
+}
+
+#[derive(serde::Deserialize)]
+struct TimelineEvent {
+    #[serde(default)]
+    content: BenchContent,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct BenchContent {
+    /// The message's bench id, when it is one of ours.
+    #[serde(rename = "org.feldpost.bench", default)]
+    bench_id: Option<u64>,
+}
+
 /// Runs one sync; returns the status, the next_batch token and the bench ids seen.
 pub async fn sync(
     http: &reqwest::Client,
@@ -216,21 +257,13 @@ pub async fn sync(
     if status != 200 {
         return Ok((status, None, vec![], bytes.len()));
     }
-    let v: Value = serde_json::from_slice(&bytes).context("sync body")?;
-    let mut ids = Vec::new();
-    if let Some(rooms) = v["rooms"]["join"].as_object() {
-        for room in rooms.values() {
-            for ev in room["timeline"]["events"].as_array().into_iter().flatten() {
-                if let Some(id) = ev["content"]["org.feldpost.bench"].as_u64() {
-                    ids.push(id);
-                }
-            }
-        }
-    }
-    Ok((
-        status,
-        v["next_batch"].as_str().map(str::to_owned),
-        ids,
-        bytes.len(),
-    ))
+    let v: SyncBody = serde_json::from_slice(&bytes).context("sync body")?;
+    let ids = v
+        .rooms
+        .join
+        .into_values()
+        .flat_map(|room| room.timeline.events)
+        .filter_map(|e| e.content.bench_id)
+        .collect();
+    Ok((status, v.next_batch, ids, bytes.len()))
 }

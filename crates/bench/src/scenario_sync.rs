@@ -256,6 +256,13 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
     let sender_http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
+    // A line, not only a bar: logs and scripts (a profiler to start) see the phase change.
+    eprintln!(
+        "sending: {} msg/s for {} s to {} rooms",
+        args.rate,
+        args.duration.as_secs(),
+        rooms.len()
+    );
     let started = Instant::now();
     *shared.sending_started.lock() = Some(started);
     let next_id = Arc::new(AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000));

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use feldpost_service::Services;
 use feldpost_service::config::Config;
-use feldpost_service::filter::Filter;
 use feldpost_service::rooms::NewPdu;
 use feldpost_service::rooms::create::CreateRoom;
 use feldpost_service::rooms::membership::Profile;
@@ -138,7 +137,7 @@ impl Fixture {
             since,
             full_state: false,
             timeout: Duration::ZERO,
-            filter: Filter::default(),
+            filter: Default::default(),
         };
         self.services
             .sync

@@ -1,8 +1,14 @@
 //! Filters (`POST /user/{userId}/filter`, inline `filter=` on sync and /messages), parsed into
 //! what the services apply.
 
-use feldpost_storage::EventFilter;
+use std::sync::Arc;
+
+use feldpost_storage::{EventFilter, Store};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+
+use crate::generations::Generations;
+use crate::{Error, ErrorKind, Result};
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
@@ -132,4 +138,66 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Strin
         return Err("a filter must be a JSON object".into());
     }
     serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
+/// Parsed filters per generation of the caches below.
+const FILTERS_CACHED: usize = 4_096;
+
+/// The filters syncs name, parsed once and shared. Every long poll names its filter again, as a
+/// stored filter's id or as inline JSON; reading and parsing it each time cost a database read
+/// (for an id) and a parse, and each of tens of thousands of parked syncs held its own copy.
+/// A stored filter never changes (an upload makes a new id), so its parsed form stays valid.
+pub struct Filters {
+    store: Arc<dyn Store>,
+    default: Arc<Filter>,
+    stored: Mutex<Generations<(String, String), Arc<Filter>>>,
+    inline: Mutex<Generations<String, Arc<Filter>>>,
+}
+
+impl Filters {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            default: Arc::new(Filter::default()),
+            stored: Mutex::new(Generations::new(FILTERS_CACHED)),
+            inline: Mutex::new(Generations::new(FILTERS_CACHED)),
+        }
+    }
+
+    /// The filter a sync's `filter` parameter names: none, inline JSON, or a stored filter's id.
+    pub async fn for_sync(&self, user: &str, param: Option<&str>) -> Result<Arc<Filter>> {
+        let Some(f) = param else {
+            return Ok(self.default.clone());
+        };
+        if f.trim_start().starts_with(['{', '[', '"']) {
+            let (hit, dropped) = self.inline.lock().get(f);
+            drop(dropped);
+            if let Some(hit) = hit {
+                return Ok(hit);
+            }
+            let parsed: Filter =
+                parse_json(f).map_err(|e| Error::invalid_param(format!("Invalid filter: {e}")))?;
+            let parsed = Arc::new(parsed);
+            let dropped = self.inline.lock().insert(f.to_owned(), parsed.clone());
+            drop(dropped);
+            return Ok(parsed);
+        }
+        let key = (user.to_owned(), f.to_owned());
+        let (hit, dropped) = self.stored.lock().get(&key);
+        drop(dropped);
+        if let Some(hit) = hit {
+            return Ok(hit);
+        }
+        let json = self
+            .store
+            .get_filter(user, f)
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown filter"))?;
+        let parsed: Filter = serde_json::from_str(&json)
+            .map_err(|_| Error::new(ErrorKind::Unknown, "Stored filter unreadable"))?;
+        let parsed = Arc::new(parsed);
+        let dropped = self.stored.lock().insert(key, parsed.clone());
+        drop(dropped);
+        Ok(parsed)
+    }
 }

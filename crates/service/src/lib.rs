@@ -72,6 +72,7 @@ pub struct Services {
     pub presence: Presence,
     pub profiles: Arc<Profiles>,
     pub sync: Sync,
+    pub filters: filter::Filters,
     pub uia: Uia,
     pub rate_limiter: RateLimiter,
     pub media: Media,
@@ -187,7 +188,9 @@ impl Services {
         let to_device =
             to_device::ToDevice::new(store.clone(), notifier.clone(), server_name.clone());
         let key_backup = key_backup::KeyBackup::new(store.clone());
+        let filters = filter::Filters::new(store.clone());
         Ok(Arc::new(Self {
+            filters,
             media,
             push,
             keys,

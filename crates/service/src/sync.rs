@@ -67,7 +67,7 @@ pub struct SyncRequest {
     pub since: Option<SyncToken>,
     pub full_state: bool,
     pub timeout: Duration,
-    pub filter: Filter,
+    pub filter: Arc<Filter>,
 }
 
 pub struct Sync {

@@ -7,6 +7,7 @@ mod changes;
 mod key_records;
 mod push_records;
 mod recent;
+mod recent_notifications;
 mod records;
 pub mod sqlite;
 

@@ -5,8 +5,10 @@
 //! Like the change index, the writer applies a batch's events here *before* it publishes the
 //! batch's position, so a reader that takes the current position and then asks the tail never
 //! misses an event at or below it. A room's tail knows the position after which it is complete;
-//! a question reaching further back goes to the database. Bounded by bytes: the oldest events
-//! (across all rooms) leave first.
+//! a question reaching further back goes to the database. A room without a tail had no event
+//! since the floor (the position when the store opened, raised as tails are dropped), so a quiet
+//! room's first message is answered from memory too. Bounded by bytes: the oldest events (across
+//! all rooms) leave first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -37,18 +39,19 @@ pub(crate) enum RecentChange {
     Forget(String),
 }
 
-#[derive(Default)]
 pub(crate) struct RecentEvents {
     inner: Mutex<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     rooms: HashMap<Arc<str>, Tail>,
     /// (room, position) in commit order, for eviction by age.
     order: VecDeque<(Arc<str>, i64)>,
     /// The size of the events in `rooms`.
     bytes: usize,
+    /// A room without a tail has no event in memory after this position: anything before it
+    /// may exist only in the database (written before the store opened, or evicted since).
+    floor: i64,
 }
 
 struct Tail {
@@ -78,6 +81,18 @@ pub(crate) fn contains_url(json: &str) -> bool {
 }
 
 impl RecentEvents {
+    /// Tails that know nothing at or before `position` (the store's position when opened).
+    pub(crate) fn new(position: i64) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                rooms: HashMap::new(),
+                order: VecDeque::new(),
+                bytes: 0,
+                floor: position,
+            }),
+        }
+    }
+
     /// Applies a committed batch's changes; called before its position is published.
     pub(crate) fn apply(&self, changes: Vec<RecentChange>) {
         if changes.is_empty() {
@@ -114,12 +129,13 @@ impl RecentEvents {
         inner.evict();
     }
 
-    /// Forgets everything (another process wrote to the database).
-    pub(crate) fn clear(&self) {
+    /// Forgets everything up to `position` (another process wrote to the database).
+    pub(crate) fn clear(&self, position: i64) {
         let mut inner = self.inner.lock();
         inner.rooms.clear();
         inner.order.clear();
         inner.bytes = 0;
+        inner.floor = inner.floor.max(position);
     }
 
     /// The newest `limit` events of the room with `after < position <= before` that pass the
@@ -134,7 +150,10 @@ impl RecentEvents {
     ) -> Option<Vec<StoredEvent>> {
         let matcher = Matcher::new(filter)?;
         let inner = self.inner.lock();
-        let tail = inner.rooms.get(room_id)?;
+        let Some(tail) = inner.rooms.get(room_id) else {
+            // No event of the room since the floor.
+            return (inner.floor <= after).then(Vec::new);
+        };
         let mut out = Vec::new();
         for c in tail.events.iter().rev() {
             if c.event.stream > before {
@@ -161,8 +180,10 @@ impl Inner {
         };
         let stream = event.stream;
         self.bytes += size_of(&event);
+        let floor = self.floor;
         let tail = self.rooms.entry(room.clone()).or_insert_with(|| Tail {
-            complete_after: stream - 1,
+            // The room had no event since the floor (or it would have a tail).
+            complete_after: floor.min(stream - 1),
             events: VecDeque::new(),
         });
         let mut dropped = 0;
@@ -216,6 +237,9 @@ impl Inner {
                 self.bytes = self.bytes.saturating_sub(size_of(&old.event));
                 tail.complete_after = tail.complete_after.max(stream);
                 if tail.events.is_empty() {
+                    // A room without a tail is judged by the floor, which must then cover
+                    // what this tail dropped.
+                    self.floor = self.floor.max(tail.complete_after);
                     self.rooms.remove(&room);
                 }
             }
@@ -312,7 +336,7 @@ mod tests {
 
     #[test]
     fn answers_only_what_it_knows_completely() {
-        let r = RecentEvents::default();
+        let r = RecentEvents::new(9);
         r.apply(vec![
             RecentChange::Event(ev("!a", 10, "m.room.message", "@x")),
             RecentChange::Event(ev("!b", 11, "m.room.message", "@x")),
@@ -327,7 +351,9 @@ mod tests {
         // Before the tail began: unknown, unless `limit` matches were found first.
         assert_eq!(streams(r.backward("!a", 12, 5, 10, &all)), None);
         assert_eq!(streams(r.backward("!a", 12, 5, 1, &all)), Some(vec![12]));
+        // A room without events since the floor: known to be quiet, but not before the floor.
         assert_eq!(streams(r.backward("!c", 12, 5, 1, &all)), None);
+        assert_eq!(streams(r.backward("!c", 12, 9, 1, &all)), Some(vec![]));
         let senders = EventFilter {
             senders: Some(vec!["@y".into()]),
             ..Default::default()
@@ -336,13 +362,17 @@ mod tests {
             streams(r.backward("!a", 12, 9, 10, &senders)),
             Some(vec![12])
         );
+        // A purged room's events are gone from the database as well.
         r.apply(vec![RecentChange::Forget("!a".into())]);
-        assert_eq!(streams(r.backward("!a", 12, 9, 10, &all)), None);
+        assert_eq!(streams(r.backward("!a", 12, 9, 10, &all)), Some(vec![]));
+        r.clear(20);
+        assert_eq!(streams(r.backward("!b", 30, 19, 10, &all)), None);
+        assert_eq!(streams(r.backward("!b", 30, 20, 10, &all)), Some(vec![]));
     }
 
     #[test]
     fn redaction_replaces_the_cached_json() {
-        let r = RecentEvents::default();
+        let r = RecentEvents::new(0);
         let mut e = ev("!a", 3, "m.room.message", "@x");
         e.json = r#"{"content":{"url":"mxc://a/b"}}"#.into();
         r.apply(vec![RecentChange::Event(e)]);
@@ -366,7 +396,7 @@ mod tests {
 
     #[test]
     fn per_room_bound_moves_the_complete_mark() {
-        let r = RecentEvents::default();
+        let r = RecentEvents::new(0);
         let events = (1..=(PER_ROOM as i64 + 5))
             .map(|s| RecentChange::Event(ev("!a", s, "m.room.message", "@x")))
             .collect();

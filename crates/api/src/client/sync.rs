@@ -44,29 +44,6 @@ struct SyncQuery {
 }
 
 /// A filter given inline as JSON or by id.
-async fn load_filter(
-    state: &AppState,
-    user: &OwnedUserId,
-    filter: Option<&str>,
-) -> ApiResult<Filter> {
-    let Some(f) = filter else {
-        return Ok(Filter::default());
-    };
-    if f.trim_start().starts_with(['{', '[', '"']) {
-        return feldpost_service::filter::parse_json(f)
-            .map_err(|e| ApiError::new(ErrorKind::InvalidParam, format!("Invalid filter: {e}")));
-    }
-    let json = state
-        .services
-        .store
-        .get_filter(user.as_str(), f)
-        .await
-        .map_err(feldpost_service::Error::from)?
-        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "Unknown filter"))?;
-    serde_json::from_str(&json)
-        .map_err(|_| ApiError::new(ErrorKind::Unknown, "Stored filter unreadable"))
-}
-
 async fn sync(
     State(state): State<AppState>,
     Auth(r): Auth,
@@ -74,7 +51,10 @@ async fn sync(
 ) -> ApiResult<Json<Value>> {
     let s = &state.services;
     let since = q.since.as_deref().map(parse_since).transpose()?;
-    let filter = load_filter(&state, &r.user_id, q.filter.as_deref()).await?;
+    let filter = s
+        .filters
+        .for_sync(r.user_id.as_str(), q.filter.as_deref())
+        .await?;
     match q.set_presence.as_deref() {
         None => {}
         Some(p @ ("online" | "offline" | "unavailable")) => {
@@ -98,6 +78,8 @@ async fn sync(
         timeout,
         filter,
     };
+    // A parked sync holds only what it needs, not the query's strings.
+    drop(q);
     let body = s
         .sync
         .sync(&r.user_id, &r.device_id, req, &state.shutdown)

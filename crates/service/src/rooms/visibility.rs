@@ -36,6 +36,11 @@ impl Rooms {
         if visibility == "world_readable" {
             return Ok(true);
         }
+        // Shared history and a member now: visible whatever the membership at the event, so
+        // the member event need not be read (for every recipient of every message).
+        if visibility == "shared" && current_membership == Some("join") {
+            return Ok(true);
+        }
         // The user's own membership event is always visible to them.
         if pdu.kind.to_string() == "m.room.member"
             && pdu.state_key.as_deref() == Some(user.as_str())

@@ -623,8 +623,10 @@ impl AdminStore for SqliteStore {
     async fn deactivated_memberships(&self) -> Result<Vec<(String, String)>> {
         self.read(|c| {
             let mut st = c.prepare_cached(
-                "SELECT m.room_id, m.user_id FROM memberships m JOIN users u ON u.user_id = m.user_id
-                 WHERE u.deactivated = 1 AND m.membership IN ('join', 'invite', 'knock')",
+                // From the few deactivated users (partial index) to their memberships.
+                "SELECT m.room_id, m.user_id FROM users u CROSS JOIN memberships m
+                 WHERE u.deactivated = 1 AND m.user_id = u.user_id
+                   AND m.membership IN ('join', 'invite', 'knock')",
             )?;
             let rows = st
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -693,6 +695,7 @@ impl AdminStore for SqliteStore {
             pos.touch_room(&room_id);
             pos.touch(ChangeKey::Receipts(room_id.clone()));
             pos.recent(crate::recent::RecentChange::Forget(room_id.clone()));
+            pos.notification(crate::recent_notifications::NotificationChange::ForgetAll);
             // Other tables may reference each other; check those references at commit only.
             tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
             tx.exec(

@@ -19,6 +19,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_notification_writes",
         include_str!("migrations/0006_notification_writes.sql"),
     ),
+    (
+        "0007_deactivated_users",
+        include_str!("migrations/0007_deactivated_users.sql"),
+    ),
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

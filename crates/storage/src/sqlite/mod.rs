@@ -26,6 +26,7 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 
 use crate::changes::{ChangeIndex, ChangeKey};
 use crate::recent::{RecentChange, RecentEvents};
+use crate::recent_notifications::{NotificationChange, RecentNotifications};
 use crate::{Result, StorageError};
 
 /// Reader connections kept open; more concurrent reads wait for one to come back.
@@ -52,6 +53,7 @@ struct Shared {
     committed: AtomicI64,
     changes: ChangeIndex,
     recent: RecentEvents,
+    notifications: RecentNotifications,
 }
 
 struct Inner {
@@ -77,6 +79,7 @@ pub(crate) struct Positions<'a> {
     last: Option<i64>,
     touched: Vec<ChangeKey>,
     recent: Vec<RecentChange>,
+    notifications: Vec<NotificationChange>,
 }
 
 impl Positions<'_> {
@@ -105,6 +108,11 @@ impl Positions<'_> {
     /// Records a change for the in-memory tails of recent events, applied at commit.
     pub(crate) fn recent(&mut self, change: RecentChange) {
         self.recent.push(change);
+    }
+
+    /// Records a change for the in-memory tails of notification rows, applied at commit.
+    pub(crate) fn notification(&mut self, change: NotificationChange) {
+        self.notifications.push(change);
     }
 }
 
@@ -172,7 +180,8 @@ impl SqliteStore {
             allocated: AtomicI64::new(max),
             committed: AtomicI64::new(max),
             changes: ChangeIndex::new(max),
-            recent: RecentEvents::default(),
+            recent: RecentEvents::new(max),
+            notifications: RecentNotifications::new(max),
         });
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_shared = shared.clone();
@@ -335,6 +344,7 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
     let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
     let mut touched: Vec<ChangeKey> = Vec::new();
     let mut recent: Vec<RecentChange> = Vec::new();
+    let mut notifications: Vec<NotificationChange> = Vec::new();
     let mut last: Option<i64> = None;
     for job in batch {
         if let Err(e) = tx.exec("SAVEPOINT job", []) {
@@ -348,6 +358,7 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
             last: None,
             touched: Vec::new(),
             recent: Vec::new(),
+            notifications: Vec::new(),
         };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&tx, &mut pos)));
         match outcome {
@@ -361,6 +372,7 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
                 replies.push(reply);
                 touched.append(&mut pos.touched);
                 recent.append(&mut pos.recent);
+                notifications.append(&mut pos.notifications);
                 last = pos.last.or(last);
             }
             failed => {
@@ -390,7 +402,8 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
         Ok(()) => {
             if let Some(v) = external {
                 shared.changes.forget_before(v);
-                shared.recent.clear();
+                shared.recent.clear(v);
+                shared.notifications.clear(v);
                 shared.committed.fetch_max(v, Ordering::SeqCst);
             }
             if let Some(last) = last {
@@ -398,6 +411,7 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
                 // sees its changes.
                 shared.changes.record(&touched, last);
                 shared.recent.apply(recent);
+                shared.notifications.apply(notifications, last);
                 shared.committed.store(last, Ordering::SeqCst);
             }
             for r in replies {
@@ -424,6 +438,10 @@ impl crate::Store for SqliteStore {
 impl SqliteStore {
     pub(crate) fn recent(&self) -> &RecentEvents {
         &self.inner.shared.recent
+    }
+
+    pub(crate) fn recent_notifications(&self) -> &RecentNotifications {
+        &self.inner.shared.notifications
     }
 }
 

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{CachedExt, SqliteStore};
+use crate::recent_notifications::{NotificationChange, TailRow};
 use crate::{NewNotification, NotificationRecord, PushStore, PusherRecord, Result, ThreadCount};
 
 const PUSHER_COLUMNS: &str =
@@ -163,6 +164,15 @@ impl PushStore for SqliteStore {
             )?;
             for n in rows {
                 pos.touch(crate::ChangeKey::Notifications(n.user_id.clone()));
+                pos.notification(NotificationChange::Row(TailRow {
+                    user_id: n.user_id.clone(),
+                    room_id: n.room_id.clone(),
+                    thread_id: n.thread_id.clone(),
+                    notify: n.notify,
+                    highlight: n.highlight,
+                    event_stream: n.event_stream,
+                    stream,
+                }));
                 st.execute(params![
                     n.user_id,
                     n.room_id,
@@ -248,8 +258,21 @@ impl PushStore for SqliteStore {
         thread_floors: Vec<(String, i64)>,
         window: (i64, i64),
     ) -> Result<Vec<ThreadCount>> {
-        let (u, r) = (user_id.to_owned(), room_id.to_owned());
         let (after, up_to) = window;
+        // A window (a cached count brought up to date) is usually answered from memory.
+        if after != i64::MIN
+            && let Some(counts) = self.recent_notifications().counts(
+                user_id,
+                room_id,
+                floor,
+                &thread_floors,
+                after,
+                up_to,
+            )
+        {
+            return Ok(counts);
+        }
+        let (u, r) = (user_id.to_owned(), room_id.to_owned());
         self.read(move |c| {
             let mut counts: BTreeMap<String, ThreadCount> = BTreeMap::new();
             let mut st = c.prepare_cached(
@@ -336,6 +359,12 @@ impl PushStore for SqliteStore {
     ) -> Result<Vec<String>> {
         if after >= up_to {
             return Ok(vec![]);
+        }
+        if let Some(rooms) = self
+            .recent_notifications()
+            .rooms_changed(user_id, after, up_to)
+        {
+            return Ok(rooms);
         }
         let u = user_id.to_owned();
         self.read(move |c| {
