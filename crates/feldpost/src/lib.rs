@@ -82,7 +82,6 @@ impl Application {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             tx: self.shutdown_tx.clone(),
-            services: self.services.clone(),
         }
     }
 
@@ -136,12 +135,11 @@ fn spawn_admin_upkeep(services: Arc<Services>) -> tokio::task::JoinHandle<()> {
 #[derive(Clone)]
 pub struct ShutdownHandle {
     tx: tokio::sync::watch::Sender<bool>,
-    services: Arc<Services>,
 }
 
 impl ShutdownHandle {
     pub fn shutdown(&self) {
+        // Parked syncs select on this channel and answer at once.
         let _ = self.tx.send(true);
-        self.services.notifier.wake_all();
     }
 }

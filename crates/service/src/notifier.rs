@@ -12,8 +12,6 @@ use tokio::sync::Notify;
 pub enum WakeKey {
     User(String),
     Room(String),
-    /// Everything (shutdown).
-    All,
 }
 
 #[derive(Default)]
@@ -29,7 +27,9 @@ pub struct Notifier {
 }
 
 /// Interest in a set of keys, taken *before* reading state: a wake between the read and the wait
-/// is still seen.
+/// is still seen. (Shutdown reaches parked syncs through the server's shutdown channel, not
+/// through a key every sync would share: one slot with every parked sync as a waiter made each
+/// park and wake contend on its list.)
 pub struct Subscription {
     slots: Vec<(Arc<Slot>, u64)>,
 }
@@ -39,7 +39,6 @@ impl Notifier {
         let mut map = self.slots.lock();
         let slots = keys
             .into_iter()
-            .chain(std::iter::once(WakeKey::All))
             .map(|k| {
                 let s = map.entry(k).or_default().clone();
                 let v = s.version.load(Ordering::SeqCst);
@@ -63,11 +62,6 @@ impl Notifier {
 
     pub fn wake_room(&self, room_id: &str) {
         self.wake(&WakeKey::Room(room_id.to_owned()));
-    }
-
-    /// Wakes every parked sync (used at shutdown so that each can answer).
-    pub fn wake_all(&self) {
-        self.wake(&WakeKey::All);
     }
 
     /// Drops slots nobody holds; called periodically.
@@ -122,9 +116,15 @@ mod tests {
                 .await
                 .is_err()
         );
-        n.wake_all();
+        n.wake_user("@a");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), sub.wait())
+                .await
+                .is_err()
+        );
+        n.wake_room("!a");
         tokio::time::timeout(std::time::Duration::from_secs(1), sub.wait())
             .await
-            .expect("woken by all");
+            .expect("woken by its room");
     }
 }
