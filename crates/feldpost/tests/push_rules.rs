@@ -5,7 +5,7 @@ mod push_common;
 
 use std::time::Duration;
 
-use common::{TestServer, User, enc, timeline_bodies};
+use common::{TestServer, User, enc};
 use push_common::{counts, eventually, read_receipt, shared_room};
 use serde_json::{Value, json};
 
@@ -501,57 +501,4 @@ async fn notifications_paginate_and_filter_highlights() {
         .get("/_matrix/client/v3/notifications?only=everything", &b)
         .await;
     assert_eq!(st, 400);
-}
-
-/// In a small room a parked sync is woken once push evaluation has stored the message's
-/// notification rows: the response that brings the message brings its unread count too, so no
-/// second, count-only response follows.
-#[tokio::test]
-async fn a_message_and_its_count_arrive_together() {
-    let s = TestServer::start().await;
-    let a = s.register("alice").await;
-    let b = s.register("bob").await;
-    let room = s
-        .create_room(&a, json!({"preset": "private_chat", "invite": [b.user_id]}))
-        .await;
-    s.join(&b, &room).await;
-    for (i, text) in ["eins", "zwei", "drei"].iter().enumerate() {
-        let since = s.sync(&b, None, 0).await["next_batch"]
-            .as_str()
-            .expect("next_batch")
-            .to_owned();
-        let waiter = {
-            let (base, token, since) = (s.base.clone(), b.token.clone(), since.clone());
-            tokio::spawn(async move {
-                reqwest::Client::new()
-                    .get(format!(
-                        "{base}/_matrix/client/v3/sync?timeout=10000&since={since}"
-                    ))
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .expect("sync")
-                    .json::<Value>()
-                    .await
-                    .expect("json")
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        s.send_text(&a, &room, text).await;
-        let body = waiter.await.expect("waiter");
-        let joined = &body["rooms"]["join"][&room];
-        assert_eq!(timeline_bodies(&body, &room), vec![*text], "{body}");
-        assert_eq!(
-            joined["unread_notifications"]["notification_count"].as_u64(),
-            Some(i as u64 + 1),
-            "{body}"
-        );
-        // Nothing is left for a second response.
-        let next = body["next_batch"].as_str().expect("next_batch");
-        let again = s.sync(&b, Some(next), 0).await;
-        assert!(
-            again["rooms"]["join"][&room].is_null(),
-            "a count-only response followed: {again}"
-        );
-    }
 }

@@ -85,27 +85,8 @@ impl Clock for ClockCell {
     }
 }
 
-/// A new event for evaluation.
-pub struct NewEventNotice {
-    pub pdu: Arc<Pdu>,
-    pub stream: i64,
-    /// The room has few members: its parked syncs are woken once the event's notification rows
-    /// are stored, so that the message and its unread count arrive in one response (not a
-    /// second, count-only one). Otherwise the room was woken at commit.
-    pub wake_room_after: bool,
-    /// Evaluated in the lane of large rooms, so that their thousands of rows never hold up the
-    /// small rooms' events (whose syncs wait for them).
-    pub large_room: bool,
-}
-
-/// One evaluation task and what it has done, for [`Push::evaluated_up_to`].
-#[derive(Default)]
-struct Lane {
-    /// Notices handed to the lane and not yet finished.
-    pending: std::sync::atomic::AtomicUsize,
-    /// The position of the last event the lane finished.
-    done: std::sync::atomic::AtomicI64,
-}
+/// A new event for evaluation: the PDU and its stream position.
+pub type NewEventNotice = (Arc<Pdu>, i64);
 
 /// Unread counts of one room for one user.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,10 +128,8 @@ pub struct Push {
     clock: Arc<ClockCell>,
     local: Arc<LocalBases>,
     queue: Mutex<Option<mpsc::UnboundedReceiver<NewEventNotice>>>,
-    /// The evaluation lanes (small rooms, large rooms) and the newest position handed to one,
-    /// so callers can wait for evaluation.
-    lanes: Arc<[Lane; 2]>,
-    dispatched: Arc<std::sync::atomic::AtomicI64>,
+    /// The stream position of the last event evaluated, so callers can wait for evaluation.
+    evaluated: Arc<std::sync::atomic::AtomicI64>,
     /// Unread counts per (user, room), brought up to date by counting only new notification
     /// rows while the user's receipts and memberships stay as they were.
     counts: Mutex<HashMap<(String, String), CachedCounts>>,
@@ -231,22 +210,14 @@ impl Push {
             clock,
             local,
             queue: Mutex::new(Some(rx)),
-            lanes: Arc::default(),
-            dispatched: Arc::default(),
+            evaluated: Arc::default(),
             counts: Mutex::default(),
         })
     }
 
     /// The stream position up to which new events have been evaluated for push.
     pub fn evaluated_up_to(&self) -> i64 {
-        use std::sync::atomic::Ordering::SeqCst;
-        let mut up_to = self.dispatched.load(SeqCst);
-        for lane in self.lanes.iter() {
-            if lane.pending.load(SeqCst) > 0 {
-                up_to = up_to.min(lane.done.load(SeqCst));
-            }
-        }
-        up_to
+        self.evaluated.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Replaces the clock quiet hours and the distributor read (tests, simulations).
@@ -280,45 +251,18 @@ impl Push {
         let Some(mut rx) = self.queue.lock().take() else {
             return;
         };
-        // Two lanes, each in stream order: a large room's evaluation (thousands of rows) must
-        // not delay a small room's, whose syncs wait for it.
-        let mut lane_tx = Vec::new();
-        for lane in 0..2 {
-            let (tx, mut lane_rx) = mpsc::unbounded_channel::<NewEventNotice>();
-            lane_tx.push(tx);
-            let this = self.clone();
-            tokio::spawn(async move {
-                use std::sync::atomic::Ordering::SeqCst;
-                while let Some(n) = lane_rx.recv().await {
-                    if let Err(e) = this.evaluator.evaluate(&n.pdu, n.stream).await {
-                        tracing::warn!(error = %e, event = %n.pdu.event_id, "push evaluation failed");
-                    }
-                    // Whatever the evaluation's outcome, the room's syncs learn of the event.
-                    if n.wake_room_after {
-                        this.evaluator.notifier.wake_room(n.pdu.room_id.as_str());
-                    }
-                    this.lanes[lane].done.fetch_max(n.stream, SeqCst);
-                    this.lanes[lane].pending.fetch_sub(1, SeqCst);
-                    this.bot.on_event(&n.pdu).await;
-                }
-            });
-        }
         let this = self.clone();
         tokio::spawn(async move {
-            use std::sync::atomic::Ordering::SeqCst;
-            while let Some(n) = rx.recv().await {
-                if n.stream < 0 {
+            while let Some((pdu, stream)) = rx.recv().await {
+                if stream < 0 {
                     continue;
                 }
-                let lane = usize::from(n.large_room);
-                this.lanes[lane].pending.fetch_add(1, SeqCst);
-                this.dispatched.fetch_max(n.stream, SeqCst);
-                if let Err(mpsc::error::SendError(n)) = lane_tx[lane].send(n) {
-                    this.lanes[lane].pending.fetch_sub(1, SeqCst);
-                    if n.wake_room_after {
-                        this.evaluator.notifier.wake_room(n.pdu.room_id.as_str());
-                    }
+                if let Err(e) = this.evaluator.evaluate(&pdu, stream).await {
+                    tracing::warn!(error = %e, event = %pdu.event_id, "push evaluation failed");
                 }
+                this.evaluated
+                    .fetch_max(stream, std::sync::atomic::Ordering::SeqCst);
+                this.bot.on_event(&pdu).await;
             }
         });
         let this = self.clone();

@@ -524,10 +524,6 @@ impl Rooms {
             (tip.state_group, tip.chain_len)
         };
         let depth = i64::try_from(u64::from(pdu.depth)).unwrap_or(i64::MAX);
-        let member_entries = new_state
-            .keys()
-            .filter(|(kind, _)| kind == "m.room.member")
-            .count();
         self.set_tip(
             &pdu.room_id,
             RoomTip {
@@ -539,16 +535,7 @@ impl Rooms {
                 state: new_state,
             },
         );
-        // A message into a small room reaches the room's syncs after push evaluation has
-        // stored its notification rows, so that each member gets message and unread count in
-        // one response. Large rooms (whose rows take longer) and state events are woken now.
-        let large_room = member_entries > DEFERRED_WAKE_MEMBERS;
-        let wake_after = pdu.state_key.is_none() && !large_room;
-        // Push evaluation runs in the background; this only queues the event.
-        let handed_over = self.publish_new_event(&pdu, persisted.stream, wake_after, large_room);
-        if !(wake_after && handed_over) {
-            self.notifier.wake_room(pdu.room_id.as_str());
-        }
+        self.notifier.wake_room(pdu.room_id.as_str());
         if let Some(user) = pdu
             .state_key
             .as_deref()
@@ -557,13 +544,11 @@ impl Rooms {
             // The target learns of invites, joins and kicks through its user key.
             self.notifier.wake_user(user);
         }
+        // Push evaluation runs in the background; this only queues the event.
+        self.publish_new_event(&pdu, persisted.stream);
         Ok((pdu, persisted.stream))
     }
 }
-
-/// Rooms with at most this many member entries in their state have their syncs woken after push
-/// evaluation (see the end of `append`).
-const DEFERRED_WAKE_MEMBERS: usize = 100;
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

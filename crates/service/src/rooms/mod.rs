@@ -90,25 +90,11 @@ impl Rooms {
         let _ = self.event_sink.set(tx);
     }
 
-    /// Hands a stored event to the sink, if any; never blocks. With `wake_room_after`, the sink
-    /// wakes the room once it is done; false if there is no sink to do so.
-    pub(crate) fn publish_new_event(
-        &self,
-        pdu: &Arc<Pdu>,
-        stream: i64,
-        wake_room_after: bool,
-        large_room: bool,
-    ) -> bool {
-        let Some(tx) = self.event_sink.get() else {
-            return false;
-        };
-        tx.send(crate::push::NewEventNotice {
-            pdu: pdu.clone(),
-            stream,
-            wake_room_after,
-            large_room,
-        })
-        .is_ok()
+    /// Hands a stored event to the sink, if any; never blocks.
+    pub(crate) fn publish_new_event(&self, pdu: &Arc<Pdu>, stream: i64) {
+        if let Some(tx) = self.event_sink.get() {
+            let _ = tx.send((pdu.clone(), stream));
+        }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
