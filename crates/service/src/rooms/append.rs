@@ -517,7 +517,7 @@ impl Rooms {
         self.cache_pdu(pdu.clone());
         let (state_group, chain_len) = if let Some(g) = new_group {
             if let Some(id) = persisted.state_group_after {
-                self.cache_state(id, new_state.clone());
+                self.state_cache.lock().insert(id, new_state.clone());
             }
             (persisted.state_group_after, g.chain_len)
         } else {
