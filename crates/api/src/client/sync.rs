@@ -43,7 +43,6 @@ struct SyncQuery {
     timeout: Option<u64>,
 }
 
-/// A filter given inline as JSON or by id.
 async fn sync(
     State(state): State<AppState>,
     Auth(r): Auth,
