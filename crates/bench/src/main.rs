@@ -90,6 +90,10 @@ enum Command {
         /// fan-out of the large rooms on its own).
         #[arg(long, default_value_t = 0)]
         min_members: usize,
+        /// Seed of the choice of rooms and senders: runs with the same seed send the same
+        /// sequence (a room of 2,000 members or none), so builds compare fairly.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         /// Write a latency-over-time plot (SVG) here.
         #[arg(long)]
         plot: Option<PathBuf>,
@@ -160,6 +164,7 @@ async fn main() -> Result<()> {
             source_addrs,
             long_poll_ms,
             min_members,
+            seed,
             plot,
         } => {
             let world = state::World::load(&cli.state)?;
@@ -173,6 +178,7 @@ async fn main() -> Result<()> {
                 source_addrs,
                 long_poll_ms,
                 min_members,
+                seed,
                 server_pid: cli.server_pid,
             };
             let result = scenario_sync::run(&world, args).await?;

@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::client;
@@ -30,6 +30,7 @@ pub struct SyncArgs {
     pub source_addrs: u8,
     pub long_poll_ms: u64,
     pub min_members: usize,
+    pub seed: u64,
     pub server_pid: Option<u32>,
 }
 
@@ -43,7 +44,12 @@ pub struct SyncResult {
     pub transport: String,
     pub rate_per_sec: f64,
     pub duration_secs: f64,
+    /// Seed of the room and sender choice.
+    pub seed: u64,
     pub sent: u64,
+    /// Messages sent into rooms of 500 members or more: each is a burst of deliveries, and
+    /// their number (random, fixed by the seed) shapes the tail.
+    pub large_room_messages: u64,
     pub expected_deliveries: u64,
     pub delivered: u64,
     pub missing: u64,
@@ -267,6 +273,7 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
     *shared.sending_started.lock() = Some(started);
     let next_id = Arc::new(AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000));
     let sent = Arc::new(AtomicU64::new(0));
+    let mut large_room_messages = 0u64;
     let expected = Arc::new(AtomicU64::new(0));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(0.001)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -277,14 +284,15 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
     );
     send_pb.set_message("sending");
     let mut sends = tokio::task::JoinSet::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     while started.elapsed() < args.duration {
         tick.tick().await;
         send_pb.set_position(started.elapsed().as_secs());
-        let (room_id, members, active_members) = {
-            let mut rng = rand::thread_rng();
-            rooms[rng.gen_range(0..rooms.len())].clone()
-        };
-        let sender = members[rand::thread_rng().gen_range(0..members.len())];
+        let (room_id, members, active_members) = rooms[rng.gen_range(0..rooms.len())].clone();
+        let sender = members[rng.gen_range(0..members.len())];
+        if members.len() >= 500 {
+            large_room_messages += 1;
+        }
         let token = world.users[sender].token.clone();
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         shared
@@ -365,8 +373,10 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
             "http1.1, one connection per client".into()
         },
         rate_per_sec: args.rate,
+        seed: args.seed,
         duration_secs: duration.as_secs_f64(),
         sent: sent.load(Ordering::Relaxed),
+        large_room_messages,
         expected_deliveries: expected,
         delivered,
         missing: expected.saturating_sub(delivered),

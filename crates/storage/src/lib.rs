@@ -4,6 +4,7 @@
 
 mod admin_records;
 mod changes;
+mod event_rows;
 mod key_records;
 mod push_records;
 mod recent;
@@ -93,6 +94,7 @@ pub trait RoomStore: Send + Sync {
     /// stream position. Durable when this returns.
     async fn persist_event(&self, event: NewEvent) -> Result<PersistedEvent>;
     async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>>;
+    /// The events among `event_ids` that exist, in no particular order.
     async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>>;
     async fn event_for_txn(
         &self,

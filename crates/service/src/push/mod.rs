@@ -302,8 +302,15 @@ impl Push {
         });
     }
 
-    /// Unread counts of a room for a user, after their read receipts.
-    pub async fn room_counts(&self, user: &UserId, room: &RoomId) -> Result<RoomCounts> {
+    /// Unread counts of a room for a user, after their read receipts. `joined_at` is the
+    /// position of the user's current join when the caller knows it (sync holds the user's
+    /// memberships), which saves a read when the counts are not cached.
+    pub async fn room_counts(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        joined_at: Option<i64>,
+    ) -> Result<RoomCounts> {
         let changes = self.store.changes();
         let key = counts_key(user, room);
         let now = self.store.current_position();
@@ -343,13 +350,16 @@ impl Push {
             .read_positions(user.as_str(), room.as_str())
             .await?;
         // Events before the user joined never count (the invite that brought them in, say).
-        let joined_at = self
-            .store
-            .membership(room.as_str(), user.as_str())
-            .await?
-            .filter(|m| m.membership == "join")
-            .map(|m| m.stream)
-            .unwrap_or(0);
+        let joined_at = match joined_at {
+            Some(at) => at,
+            None => self
+                .store
+                .membership(room.as_str(), user.as_str())
+                .await?
+                .filter(|m| m.membership == "join")
+                .map(|m| m.stream)
+                .unwrap_or(0),
+        };
         let floor = positions
             .iter()
             .find(|(t, _)| t.is_empty())

@@ -3,7 +3,7 @@
 //! (evaluation runs after the event was already visible), and the default `m.push_rules` in the
 //! initial sync of a user who never changed a rule.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use feldpost_storage::MembershipRecord;
 use ruma::{OwnedRoomId, UserId};
@@ -69,11 +69,17 @@ pub(crate) async fn add_to_sync(
         }));
     }
     let threaded = filter.room.timeline.unread_thread_notifications;
+    let joined_at: HashMap<&str, i64> = memberships
+        .iter()
+        .filter(|m| m.membership == "join")
+        .map(|m| (m.room_id.as_str(), m.stream))
+        .collect();
     for (room, section) in join.iter_mut() {
         let Ok(room_id) = OwnedRoomId::try_from(room.as_str()) else {
             continue;
         };
-        let counts = push.room_counts(user, &room_id).await?;
+        let joined_at = joined_at.get(room.as_str()).copied();
+        let counts = push.room_counts(user, &room_id, joined_at).await?;
         let (n, h) = if threaded { counts.main } else { counts.total };
         section["unread_notifications"] = json!({"notification_count": n, "highlight_count": h});
         if threaded {

@@ -25,6 +25,7 @@ use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, OpenFlags, Transaction};
 
 use crate::changes::{ChangeIndex, ChangeKey};
+use crate::event_rows::EventRows;
 use crate::recent::{RecentChange, RecentEvents};
 use crate::recent_notifications::{NotificationChange, RecentNotifications};
 use crate::{Result, StorageError};
@@ -54,6 +55,8 @@ struct Shared {
     changes: ChangeIndex,
     recent: RecentEvents,
     notifications: RecentNotifications,
+    /// Events by id as read (see `event_rows`).
+    event_rows: EventRows,
 }
 
 struct Inner {
@@ -182,6 +185,7 @@ impl SqliteStore {
             changes: ChangeIndex::new(max),
             recent: RecentEvents::new(max),
             notifications: RecentNotifications::new(max),
+            event_rows: EventRows::new(),
         });
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_shared = shared.clone();
@@ -404,12 +408,14 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
                 shared.changes.forget_before(v);
                 shared.recent.clear(v);
                 shared.notifications.clear(v);
+                shared.event_rows.clear();
                 shared.committed.fetch_max(v, Ordering::SeqCst);
             }
             if let Some(last) = last {
                 // The index and the tails first, then the position: a sync that sees `last`
                 // sees its changes.
                 shared.changes.record(&touched, last);
+                shared.event_rows.apply(&recent);
                 shared.recent.apply(recent);
                 shared.notifications.apply(notifications, last);
                 shared.committed.store(last, Ordering::SeqCst);
@@ -436,6 +442,10 @@ impl crate::Store for SqliteStore {
 }
 
 impl SqliteStore {
+    pub(crate) fn event_rows(&self) -> &EventRows {
+        &self.inner.shared.event_rows
+    }
+
     pub(crate) fn recent(&self) -> &RecentEvents {
         &self.inner.shared.recent
     }

@@ -379,21 +379,37 @@ impl RoomStore for SqliteStore {
     }
 
     async fn get_event(&self, event_id: &str) -> Result<Option<StoredEvent>> {
+        if let Some(e) = self.event_rows().get(event_id) {
+            return Ok(Some(e));
+        }
+        let version = self.event_rows().version();
         let id = event_id.to_owned();
-        self.read(move |c| {
-            Ok(c.q_row(
-                &format!("SELECT {EVENT_COLS} FROM events WHERE event_id = ?1"),
-                [id],
-                event_row,
-            )
-            .optional()?)
-        })
-        .await
+        let found = self
+            .read(move |c| {
+                Ok(c.q_row(
+                    &format!("SELECT {EVENT_COLS} FROM events WHERE event_id = ?1"),
+                    [id],
+                    event_row,
+                )
+                .optional()?)
+            })
+            .await?;
+        if let Some(e) = &found {
+            self.event_rows().fill(version, std::slice::from_ref(e));
+        }
+        Ok(found)
     }
 
     async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
-        let ids = event_ids.to_vec();
-        self.read(move |c| get_events(c, &ids)).await
+        let (mut found, missing) = self.event_rows().get_many(event_ids);
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let version = self.event_rows().version();
+        let read = self.read(move |c| get_events(c, &missing)).await?;
+        self.event_rows().fill(version, &read);
+        found.extend(read);
+        Ok(found)
     }
 
     async fn event_for_txn(

@@ -9,6 +9,21 @@ fn store() -> (tempfile::TempDir, SqliteStore) {
     (dir, s)
 }
 
+/// A store holding one room, `!r:x`, created by `@a:x`.
+async fn store_with_room() -> (tempfile::TempDir, SqliteStore) {
+    use crate::{NewRoom, RoomStore};
+    let (dir, s) = store();
+    s.create_room(NewRoom {
+        room_id: "!r:x".into(),
+        room_version: "11".into(),
+        creator: "@a:x".into(),
+        created_ms: 0,
+    })
+    .await
+    .expect("room");
+    (dir, s)
+}
+
 #[tokio::test]
 async fn positions_increase_and_survive_reopen() {
     let (dir, s) = store();
@@ -123,16 +138,8 @@ async fn commits_record_what_they_changed() {
 /// The in-memory tails answer exactly what the database would (a reopened store has none).
 #[tokio::test]
 async fn recent_events_match_the_database() {
-    use crate::{EventFilter, NewEvent, NewRoom, RoomStore};
-    let (dir, s) = store();
-    s.create_room(NewRoom {
-        room_id: "!r:x".into(),
-        room_version: "11".into(),
-        creator: "@a:x".into(),
-        created_ms: 0,
-    })
-    .await
-    .expect("room");
+    use crate::{EventFilter, NewEvent, RoomStore};
+    let (dir, s) = store_with_room().await;
     let event = |i: usize, sender: &str, json: &str| NewEvent {
         event_id: format!("$e{i}"),
         room_id: "!r:x".into(),
@@ -350,4 +357,58 @@ async fn recent_notifications_match_the_database() {
     // Non-trivial: some windows hold counts, some are empty.
     assert!(cached.iter().any(|(_, c)| c.iter().any(|t| t.1 > 0)));
     assert!(cached.iter().any(|(r, _)| r.is_empty()));
+}
+
+/// Events read by id are kept in memory; a redaction committed after a read is what the next
+/// read sees, from memory as from a reopened store.
+#[tokio::test]
+async fn events_read_by_id_follow_redactions() {
+    use crate::{NewEvent, RoomStore};
+    let (dir, s) = store_with_room().await;
+    let event = |id: &str, json: &str| NewEvent {
+        event_id: id.into(),
+        room_id: "!r:x".into(),
+        sender: "@a:x".into(),
+        event_type: "m.room.message".into(),
+        state_key: None,
+        depth: 1,
+        origin_server_ts: 0,
+        json: json.into(),
+        unsigned: None,
+        state_group_before: None,
+        new_state_group: None,
+        prev_events: vec![],
+        membership: None,
+        relation: None,
+        txn: None,
+        redaction: None,
+    };
+    s.persist_event(event("$m", r#"{"content":{"body":"secret"}}"#))
+        .await
+        .expect("persist");
+    s.persist_event(event("$n", "{}")).await.expect("persist");
+    let ids = vec!["$m".to_owned(), "$n".to_owned(), "$unknown".to_owned()];
+    // Read twice: from the database, then from memory.
+    for _ in 0..2 {
+        let e = s.get_event("$m").await.expect("read").expect("exists");
+        assert!(e.json.contains("secret"));
+        assert_eq!(s.get_events(&ids).await.expect("read").len(), 2);
+    }
+    assert!(s.get_event("$unknown").await.expect("read").is_none());
+    let mut redaction = event("$r", "{}");
+    redaction.redaction = Some(("$m".into(), r#"{"content":{}}"#.into()));
+    s.persist_event(redaction).await.expect("redact");
+    let check = |e: crate::StoredEvent| {
+        assert!(!e.json.contains("secret"), "redacted content is gone");
+        assert_eq!(e.redacted_by.as_deref(), Some("$r"));
+    };
+    check(s.get_event("$m").await.expect("read").expect("exists"));
+    let many = s.get_events(&ids).await.expect("read");
+    let Some(m) = many.into_iter().find(|e| e.event_id == "$m") else {
+        panic!("$m is read");
+    };
+    check(m);
+    drop(s);
+    let s = SqliteStore::open(&dir.path().join("db.sqlite")).expect("reopen");
+    check(s.get_event("$m").await.expect("read").expect("exists"));
 }
