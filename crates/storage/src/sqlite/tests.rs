@@ -9,6 +9,28 @@ fn store() -> (tempfile::TempDir, SqliteStore) {
     (dir, s)
 }
 
+/// A message by `@a:x` into `!r:x`, with no relations, transaction or state.
+fn message(id: &str, json: &str) -> crate::NewEvent {
+    crate::NewEvent {
+        event_id: id.into(),
+        room_id: "!r:x".into(),
+        sender: "@a:x".into(),
+        event_type: "m.room.message".into(),
+        state_key: None,
+        depth: 1,
+        origin_server_ts: 0,
+        json: json.into(),
+        unsigned: None,
+        state_group_before: None,
+        new_state_group: None,
+        prev_events: vec![],
+        membership: None,
+        relation: None,
+        txn: None,
+        redaction: None,
+    }
+}
+
 /// A store holding one room, `!r:x`, created by `@a:x`.
 async fn store_with_room() -> (tempfile::TempDir, SqliteStore) {
     use crate::{NewRoom, RoomStore};
@@ -141,8 +163,6 @@ async fn recent_events_match_the_database() {
     use crate::{EventFilter, NewEvent, RoomStore};
     let (dir, s) = store_with_room().await;
     let event = |i: usize, sender: &str, json: &str| NewEvent {
-        event_id: format!("$e{i}"),
-        room_id: "!r:x".into(),
         sender: sender.into(),
         event_type: if i.is_multiple_of(3) {
             "m.reaction"
@@ -150,18 +170,9 @@ async fn recent_events_match_the_database() {
             "m.room.message"
         }
         .into(),
-        state_key: None,
         depth: i as i64,
-        origin_server_ts: 0,
-        json: json.into(),
-        unsigned: None,
-        state_group_before: None,
-        new_state_group: None,
-        prev_events: vec![],
-        membership: None,
-        relation: None,
         txn: Some((sender.into(), "D".into(), format!("t{i}"))),
-        redaction: None,
+        ..message(&format!("$e{i}"), json)
     };
     let mut first = 0;
     for i in 0..12usize {
@@ -363,26 +374,9 @@ async fn recent_notifications_match_the_database() {
 /// read sees, from memory as from a reopened store.
 #[tokio::test]
 async fn events_read_by_id_follow_redactions() {
-    use crate::{NewEvent, RoomStore};
+    use crate::RoomStore;
+    let event = message;
     let (dir, s) = store_with_room().await;
-    let event = |id: &str, json: &str| NewEvent {
-        event_id: id.into(),
-        room_id: "!r:x".into(),
-        sender: "@a:x".into(),
-        event_type: "m.room.message".into(),
-        state_key: None,
-        depth: 1,
-        origin_server_ts: 0,
-        json: json.into(),
-        unsigned: None,
-        state_group_before: None,
-        new_state_group: None,
-        prev_events: vec![],
-        membership: None,
-        relation: None,
-        txn: None,
-        redaction: None,
-    };
     s.persist_event(event("$m", r#"{"content":{"body":"secret"}}"#))
         .await
         .expect("persist");
