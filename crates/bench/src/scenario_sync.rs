@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -53,6 +53,10 @@ pub struct SyncResult {
     pub expected_deliveries: u64,
     pub delivered: u64,
     pub missing: u64,
+    /// Incremental sync responses received while sending (from its start to the end of the
+    /// grace period): each delivery costs one, and every further response per delivery (e.g. a
+    /// second one carrying only changed unread counts) is work the server could have saved.
+    pub sync_responses: u64,
     pub errors: Errors,
     pub delivery_latency_ms: Percentiles,
     pub send_latency_ms: Percentiles,
@@ -71,6 +75,10 @@ struct Shared {
     per_second: Mutex<Vec<Histogram<u64>>>,
     errors: Mutex<Errors>,
     delivered: AtomicU64,
+    /// Incremental sync responses since sending started.
+    responses: AtomicU64,
+    /// Set when sending starts (read on every response; cheaper than the lock below).
+    sending: AtomicBool,
     ready: AtomicUsize,
     sending_started: Mutex<Option<Instant>>,
 }
@@ -143,6 +151,8 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
         per_second: Mutex::default(),
         errors: Mutex::default(),
         delivered: AtomicU64::new(0),
+        responses: AtomicU64::new(0),
+        sending: AtomicBool::new(false),
         ready: AtomicUsize::new(0),
         sending_started: Mutex::new(None),
     });
@@ -199,6 +209,9 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
                                 .record(t.elapsed().as_micros().max(1) as u64);
                             shared.ready.fetch_add(1, Ordering::Relaxed);
                             pb.inc(1);
+                        }
+                        if since.is_some() && shared.sending.load(Ordering::Relaxed) {
+                            shared.responses.fetch_add(1, Ordering::Relaxed);
                         }
                         for id in ids {
                             shared.record_delivery(id);
@@ -271,6 +284,7 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
     );
     let started = Instant::now();
     *shared.sending_started.lock() = Some(started);
+    shared.sending.store(true, Ordering::Relaxed);
     let next_id = Arc::new(AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000));
     let sent = Arc::new(AtomicU64::new(0));
     let mut large_room_messages = 0u64;
@@ -380,6 +394,7 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
         expected_deliveries: expected,
         delivered,
         missing: expected.saturating_sub(delivered),
+        sync_responses: shared.responses.load(Ordering::Relaxed),
         errors: shared.errors.lock().clone(),
         delivery_latency_ms: summarise(&shared.delivery.lock()),
         send_latency_ms: summarise(&shared.send.lock()),

@@ -293,3 +293,82 @@ async fn gateways_on_internal_addresses_need_an_allowed_range() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(gw.attempts.load(Ordering::SeqCst), 0);
 }
+
+/// In a room with more recipients than an event's write stores in place, the rows wait and are
+/// moved afterwards: counts still come with the event, and /notifications and the pusher see the
+/// notification once moved.
+#[tokio::test]
+async fn a_large_room_counts_at_once_and_pushes_after_the_move() {
+    let s = push_server().await;
+    let gw = FakeGateway::start().await;
+    let a = s.register("alice").await;
+    let room = s
+        .create_room(&a, json!({"preset": "public_chat", "name": "Kompanie"}))
+        .await;
+    let mut members = Vec::new();
+    for i in 0..40 {
+        let u = s.register(&format!("soldat{i}")).await;
+        s.join(&u, &room).await;
+        members.push(u);
+    }
+    let b = &members[0];
+    set_pusher(&s, b, &gw.url, "org.example.app", "key-large").await;
+    let since = s.sync(b, None, 0).await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let poll = {
+        let (base, token) = (s.base.clone(), b.token.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .get(format!(
+                    "{base}/_matrix/client/v3/sync?timeout=10000&since={since}"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("sync")
+                .json::<Value>()
+                .await
+                .expect("json")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let event = s.send_text(&a, &room, "Antreten um acht").await;
+    let body = poll.await.expect("poll");
+    assert_eq!(
+        common::timeline_bodies(&body, &room),
+        vec!["Antreten um acht"],
+        "{body}"
+    );
+    assert_eq!(
+        body["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 1,
+        "{body}"
+    );
+    // Every member's count, from a fresh (database) count too.
+    for u in &members {
+        assert_eq!(
+            push_common::counts(&s, u, &room).await.0,
+            1,
+            "{}",
+            u.user_id
+        );
+    }
+    let listed = eventually(WAIT, || async {
+        let (_, n) = s.get("/_matrix/client/v3/notifications", b).await;
+        n["notifications"]
+            .as_array()
+            .and_then(|a| a.first())
+            .filter(|first| first["event"]["event_id"] == event.as_str())
+            .map(|_| ())
+    })
+    .await;
+    assert!(listed.is_some(), "the notification never listed");
+    let pushed = gw.wait_for(1, WAIT).await;
+    assert!(
+        pushed
+            .iter()
+            .any(|(_, p)| p["notification"]["event_id"] == event.as_str()),
+        "{pushed:?}"
+    );
+}

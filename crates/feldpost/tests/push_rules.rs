@@ -5,7 +5,7 @@ mod push_common;
 
 use std::time::Duration;
 
-use common::{TestServer, User, enc};
+use common::{TestServer, User, enc, timeline_bodies};
 use push_common::{counts, eventually, read_receipt, shared_room};
 use serde_json::{Value, json};
 
@@ -355,27 +355,36 @@ async fn counts_rise_with_messages_and_fall_with_receipts() {
     read_receipt(&s, &b, &room, &mention, None).await;
     assert_eq!(counts(&s, &b, &room).await, (0, 0));
 
-    // An incremental sync learns of a count change even when evaluation finished after the
-    // event was delivered.
+    // A long poll parked before a message returns the message and the count it raises in one
+    // response: the notification is stored with the event.
     let since = s.sync(&b, None, 0).await["next_batch"]
         .as_str()
         .expect("next_batch")
         .to_owned();
+    let poll = {
+        let (base, token) = (s.base.clone(), b.token.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .get(format!(
+                    "{base}/_matrix/client/v3/sync?timeout=10000&since={since}"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("sync")
+                .json::<Value>()
+                .await
+                .expect("json")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     s.send_text(&a, &room, "drei").await;
-    let found = eventually(WAIT, || async {
-        let (_, body) = s
-            .get(
-                &format!("/_matrix/client/v3/sync?timeout=1000&since={since}"),
-                &b,
-            )
-            .await;
-        let n = body["rooms"]["join"][&room]["unread_notifications"]["notification_count"].as_u64();
-        (n == Some(1)).then_some(())
-    })
-    .await;
-    assert!(
-        found.is_some(),
-        "incremental sync did not show the new count"
+    let body = poll.await.expect("poll");
+    let joined = &body["rooms"]["join"][&room];
+    assert_eq!(timeline_bodies(&body, &room), vec!["drei"], "{body}");
+    assert_eq!(
+        joined["unread_notifications"]["notification_count"], 1,
+        "{body}"
     );
 
     // Muting the room with a room rule stops the counting.

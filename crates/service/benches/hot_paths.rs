@@ -258,7 +258,7 @@ fn push_evaluation(c: &mut Criterion) {
     let rt = runtime();
     let fx = rt.block_on(Fixture::new(1, 0));
     let room = &fx.rooms[0];
-    let (members, message, unmatched) = rt.block_on(async {
+    let (members, message, unmatched, state) = rt.block_on(async {
         let services = &fx.services;
         // alice and bob are members already.
         let mut members = vec![fx.bob.clone()];
@@ -319,25 +319,26 @@ fn push_evaluation(c: &mut Criterion) {
             )
             .await
             .expect("send");
+        let state = services.rooms.current_state(room).await.expect("state");
         let evaluator = &services.push.evaluator;
         let evaluated = evaluator
-            .evaluate(&message.0, message.1)
+            .notifications(&message.0, &state)
             .await
             .expect("evaluate");
         assert_eq!(evaluated.len(), PUSH_MEMBERS - 1);
         let evaluated = evaluator
-            .evaluate(&unmatched.0, unmatched.1)
+            .notifications(&unmatched.0, &state)
             .await
             .expect("evaluate");
         assert!(evaluated.is_empty());
-        (members, message, unmatched)
+        (members, message, unmatched, state)
     });
     let evaluator = &fx.services.push.evaluator;
     let mut g = c.benchmark_group(format!("push_{PUSH_MEMBERS}_members"));
     g.bench_function("evaluate_message", |b| {
         b.to_async(&rt).iter(|| async {
             evaluator
-                .evaluate(&message.0, message.1)
+                .notifications(&message.0, &state)
                 .await
                 .expect("evaluate")
         })
@@ -345,7 +346,7 @@ fn push_evaluation(c: &mut Criterion) {
     g.bench_function("evaluate_unmatched_event", |b| {
         b.to_async(&rt).iter(|| async {
             evaluator
-                .evaluate(&unmatched.0, unmatched.1)
+                .notifications(&unmatched.0, &state)
                 .await
                 .expect("evaluate")
         })

@@ -53,6 +53,19 @@ impl AccountData {
             .ok_or_else(|| Error::not_found("Account data not found"))
     }
 
+    /// One global type of many users at once (those who have it), in one database hop.
+    pub async fn global_of(&self, users: &[&UserId], kind: &str) -> Result<Vec<(String, Value)>> {
+        let ids = users.iter().map(|u| u.as_str().to_owned()).collect();
+        let rows = self.store.global_account_data_of(ids, kind).await?;
+        rows.into_iter()
+            .map(|(u, raw)| {
+                serde_json::from_str(&raw)
+                    .map(|v| (u, v))
+                    .map_err(|_| Error::internal("stored account data unreadable"))
+            })
+            .collect()
+    }
+
     async fn get_opt(
         &self,
         user: &UserId,

@@ -136,7 +136,6 @@ impl Services {
             store.clone(),
             rooms.clone(),
             account_data.clone(),
-            notifier.clone(),
         )?);
         let sync = Sync::new(
             store.clone(),

@@ -179,6 +179,13 @@ pub trait UserDataStore: Send + Sync {
         room_id: Option<&str>,
         kind: &str,
     ) -> Result<Option<String>>;
+    /// One type of global account data of many users at once, for those who have it: (user,
+    /// content). Fills caches for a whole room in one hop to the database.
+    async fn global_account_data_of(
+        &self,
+        user_ids: Vec<String>,
+        kind: &str,
+    ) -> Result<Vec<(String, String)>>;
     /// Account data of the user changed in `(after, up_to]` (all of it when `after` is 0).
     async fn account_data_since(
         &self,
@@ -479,7 +486,14 @@ pub trait PushStore: Send + Sync {
         last_notification_id: i64,
     ) -> Result<()>;
     /// Stores the notifications one event produced, at one new stream position, which it returns.
+    /// (An event's own notifications go with it, in `persist_event`.) Many rows, or rows behind
+    /// waiting ones, wait too: see `move_pending_notifications`.
     async fn add_notifications(&self, notifications: Vec<NewNotification>) -> Result<i64>;
+    /// Moves up to `max` waiting notification rows, oldest first, to where /notifications and
+    /// pushers read them (counts read both places). `None` when nothing waited; else the users
+    /// of moved rows that are to be pushed. Rows left waiting at a restart move when the store
+    /// opens.
+    async fn move_pending_notifications(&self, max: usize) -> Result<Option<Vec<String>>>;
     /// The user's notifications with id below `before` (all when `None`), newest first.
     async fn notifications(
         &self,

@@ -120,6 +120,9 @@ pub struct NewEvent {
     pub txn: Option<(String, String, String)>,
     /// For a redaction: the redacted event and its redacted JSON.
     pub redaction: Option<(String, String)>,
+    /// The notifications the event raises, stored in the same write so that a sync sees the
+    /// event and the unread counts it changes together. Their `event_stream` is set here.
+    pub notifications: Vec<crate::NewNotification>,
 }
 
 #[derive(Debug, Clone)]
@@ -234,4 +237,7 @@ pub struct PersistedEvent {
     pub existing: Option<String>,
     /// The state group after the event (new for a state event).
     pub state_group_after: Option<i64>,
+    /// Its notifications wait in the queue of rows still to be moved into place (see
+    /// `PushStore::move_pending_notifications`): a pusher learns of them only after that.
+    pub notifications_waiting: bool,
 }

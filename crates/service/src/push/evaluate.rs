@@ -1,7 +1,9 @@
-//! Push-rule evaluation for new events, off the send path: the room hands every persisted event
-//! to a queue, and this worker evaluates it for each local member (and an invitee) with ruma's
-//! implementation of the push rules, stores a notification row for each `notify` match (which
-//! drives the unread counts, /notifications and delivery), and wakes syncs and pushers.
+//! Push-rule evaluation for new events, on the send path: before an event is stored, it is
+//! evaluated for each local member (and an invitee) with ruma's implementation of the push rules,
+//! and a notification row for each `notify` match (which drives the unread counts,
+//! /notifications and delivery) is stored in the same write as the event. A member's sync, woken
+//! once by the event, so sees the event and its new unread counts together; evaluated after the
+//! commit, every message woke each recipient a second time for its counts alone.
 //!
 //! Quiet hours decide only whether a notification is pushed; it is stored and counted anyway.
 
@@ -20,12 +22,10 @@ use ruma::{OwnedEventId, OwnedUserId, UInt, UserId};
 use serde_json::Value;
 
 use super::config::QuietHoursConfig;
-use super::delivery::Delivery;
 use super::quiet_hours::{self, SCHEDULE_TYPE, Schedule};
 use super::rules::{self, DefaultRules, PushRules};
 use super::{Clock, ClockCell};
 use crate::account_data::AccountData;
-use crate::notifier::Notifier;
 use crate::pdu::Pdu;
 use crate::rooms::Rooms;
 use crate::rooms::append::now_ms;
@@ -34,9 +34,6 @@ use crate::{Error, Result};
 
 /// Relation hops followed to find an event's thread (the spec's recommendation).
 const MAX_THREAD_HOPS: usize = 3;
-
-/// Notification rows stored per write (see the end of `evaluate`).
-const NOTIFICATION_CHUNK: usize = 128;
 
 /// Users whose quiet-hours schedule (or its absence) is kept in memory at most.
 const SCHEDULE_CACHE_LIMIT: usize = 100_000;
@@ -49,19 +46,8 @@ pub struct Evaluator {
     pub(super) rooms: Arc<Rooms>,
     pub(super) rules: Arc<PushRules>,
     pub(super) account_data: Arc<AccountData>,
-    pub(super) notifier: Arc<Notifier>,
-    pub(super) delivery: Arc<Delivery>,
     pub(super) clock: Arc<ClockCell>,
     pub(super) quiet: QuietHoursConfig,
-}
-
-/// The outcome of evaluating one event for one user.
-#[derive(Debug, Clone)]
-pub struct Evaluation {
-    pub user_id: OwnedUserId,
-    pub actions: Vec<Action>,
-    pub highlight: bool,
-    pub push: bool,
 }
 
 impl Evaluator {
@@ -91,8 +77,7 @@ impl Evaluator {
         Ok("main".into())
     }
 
-    async fn power_levels(&self, pdu: &Pdu) -> Result<RoomPowerLevels> {
-        let state = self.rooms.current_state(&pdu.room_id).await?;
+    async fn power_levels(&self, pdu: &Pdu, state: &StateMap) -> Result<RoomPowerLevels> {
         let version = self.rooms.room_version(&pdu.room_id).await?;
         let rules = version
             .rules()
@@ -149,27 +134,34 @@ impl Evaluator {
                 >= UserPowerLevel::Int(ruma::Int::new_saturating(q.urgent_power_level))
     }
 
-    /// Evaluates an event for everyone it may notify and records the notifications.
-    pub async fn evaluate(&self, pdu: &Pdu, stream: i64) -> Result<Vec<Evaluation>> {
+    /// Evaluates an event, not yet stored, for everyone it may notify: the notification rows to
+    /// store with it. `state` is the room's state after the event.
+    pub async fn notifications(&self, pdu: &Pdu, state: &StateMap) -> Result<Vec<NewNotification>> {
         let members = self.store.room_members(pdu.room_id.as_str()).await?;
-        let joined: Vec<&str> = members
+        // The members once the event is stored: a membership event changes its target's.
+        let target = match (&pdu.kind, &pdu.state_key) {
+            (TimelineEventType::RoomMember, Some(target)) => Some((
+                target.as_str(),
+                pdu.content_value()
+                    .get("membership")
+                    .and_then(Value::as_str)
+                    .unwrap_or("leave")
+                    .to_owned(),
+            )),
+            _ => None,
+        };
+        let mut joined: Vec<&str> = members
             .iter()
             .filter(|m| m.membership == "join")
             .map(|m| m.user_id.as_str())
+            .filter(|u| target.as_ref().is_none_or(|(t, _)| t != u))
             .collect();
-        let invitee = match &pdu.state_key {
-            Some(target)
-                if pdu.kind == TimelineEventType::RoomMember
-                    && pdu
-                        .content_value()
-                        .get("membership")
-                        .and_then(Value::as_str)
-                        == Some("invite") =>
-            {
-                Some(target.as_str())
-            }
-            _ => None,
-        };
+        let mut invitee = None;
+        match &target {
+            Some((t, m)) if m == "join" => joined.push(t),
+            Some((t, m)) if m == "invite" => invitee = Some(*t),
+            _ => {}
+        }
         let sender = pdu.sender.as_str();
         let server = self.rooms.server_name();
         let mut seen = HashSet::new();
@@ -185,8 +177,11 @@ impl Evaluator {
         if recipients.is_empty() {
             return Ok(vec![]);
         }
-        let levels = self.power_levels(pdu).await?;
-        let state = self.rooms.current_state(&pdu.room_id).await?;
+        // After a start nothing is cached yet: the recipients' rules and schedules are read in
+        // two hops instead of two per recipient.
+        self.rules.prefetch(&recipients).await?;
+        self.prefetch_schedules(&recipients).await?;
+        let levels = self.power_levels(pdu, state).await?;
         let member_count = UInt::try_from(joined.len() as u64).unwrap_or_default();
         let event_json = serde_json::value::to_raw_value(&pdu.to_client_value())
             .map_err(|e| Error::internal(e.to_string()))?;
@@ -208,8 +203,9 @@ impl Evaluator {
         let room_id = pdu.room_id.to_string();
         let event_id = pdu.event_id.to_string();
 
-        let mut out = Vec::new();
-        let mut rows = Vec::new();
+        // Sized up front: rows are large, and growing the vector for 2,000 recipients copied
+        // them over and over into freshly faulted memory.
+        let mut rows = Vec::with_capacity(recipients.len());
         for uid in recipients {
             let own = self.rules.own_rules(uid).await?;
             let shared = match own {
@@ -220,7 +216,7 @@ impl Evaluator {
             ctx.user_display_name = match &shared {
                 // The display name is a state lookup and a parse, for nothing here.
                 Some(d) if !d.reads_display_name() => String::new(),
-                _ => self.display_name(&state, uid).await?,
+                _ => self.display_name(state, uid).await?,
             };
             let actions = match shared {
                 Some(d) => d.actions(&event, &ctx).await,
@@ -242,43 +238,22 @@ impl Evaluator {
             } else {
                 self.quiet_reason(uid, now).await?
             };
-            let push = quiet.is_none();
             rows.push(NewNotification {
                 user_id: uid.as_str().to_owned(),
                 room_id: room_id.clone(),
                 event_id: event_id.clone(),
-                event_stream: stream,
+                // Set when the event is stored.
+                event_stream: 0,
                 thread_id: thread_id.clone(),
                 notify: true,
                 highlight,
-                push,
+                push: quiet.is_none(),
                 actions: serde_json::to_string(&actions).unwrap_or_else(|_| "[]".into()),
                 profile_tag: None,
                 ts: now_ms(),
             });
-            out.push(Evaluation {
-                user_id: uid.to_owned(),
-                actions,
-                highlight,
-                push,
-            });
         }
-        // Written in chunks, each its own write: the rows of a room of 2,000 members dirty
-        // thousands of index pages, and as one write they held the single writer — and every
-        // message sent meanwhile — for tens of milliseconds. Each chunk's users are woken
-        // once it is durable.
-        let mut rows = rows.into_iter();
-        for chunk in out.chunks(NOTIFICATION_CHUNK) {
-            let part: Vec<NewNotification> = rows.by_ref().take(chunk.len()).collect();
-            self.store.add_notifications(part).await?;
-            for e in chunk {
-                self.notifier.wake_user(e.user_id.as_str());
-                if e.push {
-                    self.delivery.kick_user(e.user_id.as_str());
-                }
-            }
-        }
-        Ok(out)
+        Ok(rows)
     }
 
     /// The member's display name in the room, or their localpart.
@@ -319,6 +294,47 @@ impl Evaluator {
         }
         cache.insert(user.to_owned(), (at, schedule.clone()));
         Ok(schedule)
+    }
+
+    /// Reads the schedules of the users whose cached schedule is missing or stale in one hop.
+    async fn prefetch_schedules(&self, users: &[&UserId]) -> Result<()> {
+        let cache = &self.rules.schedules;
+        let changes = self.store.changes();
+        let missing: Vec<&UserId> = {
+            let cached = cache.lock();
+            users
+                .iter()
+                .copied()
+                .filter(|u| {
+                    cached
+                        .get(*u)
+                        .is_none_or(|(at, _)| changes.user_changed(u.as_str(), *at))
+                })
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // The position first: a write racing with the read shows up as a change after it.
+        let at = self.store.current_position();
+        let found: HashMap<String, Value> = self
+            .account_data
+            .global_of(&missing, SCHEDULE_TYPE)
+            .await?
+            .into_iter()
+            .collect();
+        let mut cached = cache.lock();
+        if cached.len() + missing.len() > SCHEDULE_CACHE_LIMIT {
+            cached.clear();
+        }
+        for user in missing {
+            let schedule = found
+                .get(user.as_str())
+                .and_then(Schedule::from_content)
+                .map(Arc::new);
+            cached.insert(user.to_owned(), (at, schedule));
+        }
+        Ok(())
     }
 
     /// Why the user's notifications are held back now, if they are.

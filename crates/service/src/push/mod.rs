@@ -1,8 +1,8 @@
 //! Push: push rules and their evaluation, unread counts, /notifications, pushers and delivery
 //! to push gateways, Feldpost's own push gateway and distributor, and quiet hours.
 //!
-//! The send path only hands each new event to a queue; evaluation, storage of notifications and
-//! delivery run in background tasks (see `evaluate` and `delivery`).
+//! The send path evaluates each new event and stores its notifications with it (see `evaluate`);
+//! delivery to pushers and the quiet-hours bot run in background tasks.
 
 pub mod commands;
 pub mod config;
@@ -31,7 +31,6 @@ use tokio::sync::mpsc;
 
 use crate::account_data::AccountData;
 use crate::config::Config;
-use crate::notifier::Notifier;
 use crate::pdu::Pdu;
 use crate::rooms::Rooms;
 use crate::{Error, Result};
@@ -85,8 +84,57 @@ impl Clock for ClockCell {
     }
 }
 
-/// A new event for evaluation: the PDU and its stream position.
+/// A stored event for the quiet-hours bot: the PDU and its stream position.
 pub type NewEventNotice = (Arc<Pdu>, i64);
+
+/// Push's part in storing an event: its notifications go into the event's own write, and once
+/// durable the pushers with news are woken and the bot sees the event. Holds the services
+/// weakly: rooms holds the hook, and they hold rooms.
+struct Hook {
+    evaluator: std::sync::Weak<Evaluator>,
+    delivery: std::sync::Weak<Delivery>,
+    queue: mpsc::UnboundedSender<NewEventNotice>,
+    /// Wakes the task that moves waiting notification rows into place.
+    mover: Arc<tokio::sync::Notify>,
+}
+
+/// Waiting notification rows moved per write: each row dirties two index pages, and a write
+/// holds the single writer, and every message sent meanwhile, for its length.
+const MOVE_CHUNK: usize = 128;
+
+impl crate::rooms::EventHook for Hook {
+    fn notifications<'a>(
+        &'a self,
+        pdu: &'a Pdu,
+        state: &'a crate::rooms::StateMap,
+    ) -> futures::future::BoxFuture<'a, Vec<feldpost_storage::NewNotification>> {
+        Box::pin(async move {
+            let Some(evaluator) = self.evaluator.upgrade() else {
+                return vec![];
+            };
+            match evaluator.notifications(pdu, state).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    // The message matters more than its notification: it is stored without.
+                    tracing::warn!(error = %e, event = %pdu.event_id, "push evaluation failed");
+                    vec![]
+                }
+            }
+        })
+    }
+
+    fn stored(&self, pdu: &Arc<Pdu>, stream: i64, pushed: &[String], waiting: bool) {
+        if waiting {
+            // Pushers read the rows once moved; the mover wakes them then.
+            self.mover.notify_one();
+        } else if let Some(delivery) = self.delivery.upgrade() {
+            for user in pushed {
+                delivery.kick_user(user);
+            }
+        }
+        let _ = self.queue.send((pdu.clone(), stream));
+    }
+}
 
 /// Unread counts of one room for one user.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,7 +187,10 @@ pub struct Push {
     clock: Arc<ClockCell>,
     local: Arc<LocalBases>,
     queue: Mutex<Option<mpsc::UnboundedReceiver<NewEventNotice>>>,
-    /// The stream position of the last event evaluated, so callers can wait for evaluation.
+    /// Wakes the mover of waiting notification rows (see `start`).
+    mover: Arc<tokio::sync::Notify>,
+    /// The stream position of the last stored event push has seen through (its notifications
+    /// are stored with it; the bot reads it afterwards), so callers can wait for the bot.
     evaluated: Arc<std::sync::atomic::AtomicI64>,
     /// Unread counts per (user, room), brought up to date by counting only new notification
     /// rows while the user's receipts and memberships stay as they were. An initial sync puts
@@ -171,7 +222,6 @@ impl Push {
         store: Arc<dyn Store>,
         rooms: Arc<Rooms>,
         account_data: Arc<AccountData>,
-        notifier: Arc<Notifier>,
     ) -> Result<Self> {
         let pc = &config.push;
         let clock = Arc::new(ClockCell(RwLock::new(Arc::new(SystemClock))));
@@ -204,8 +254,6 @@ impl Push {
             rooms: rooms.clone(),
             rules: rules.clone(),
             account_data: account_data.clone(),
-            notifier,
-            delivery: delivery.clone(),
             clock: clock.clone(),
             quiet: pc.quiet_hours.clone(),
         });
@@ -217,7 +265,13 @@ impl Push {
             pc.quiet_hours.clone(),
         )?);
         let (tx, rx) = mpsc::unbounded_channel();
-        rooms.set_event_sink(tx);
+        let mover = Arc::new(tokio::sync::Notify::new());
+        rooms.set_event_hook(Arc::new(Hook {
+            evaluator: Arc::downgrade(&evaluator),
+            delivery: Arc::downgrade(&delivery),
+            queue: tx,
+            mover: mover.clone(),
+        }));
         Ok(Self {
             pushers: Pushers::new(store.clone(), delivery.clone(), pc.allow_http_gateways),
             rules,
@@ -231,6 +285,7 @@ impl Push {
             clock,
             local,
             queue: Mutex::new(Some(rx)),
+            mover,
             evaluated: Arc::default(),
             counts: Mutex::default(),
         })
@@ -266,7 +321,8 @@ impl Push {
         self.local.add(base);
     }
 
-    /// Starts the background work: evaluation of new events, pusher queues, distributor upkeep.
+    /// Starts the background work: the bot's look at new events, pusher queues, distributor
+    /// upkeep.
     /// Runs once; later calls do nothing.
     pub fn start(self: &Arc<Self>) {
         let Some(mut rx) = self.queue.lock().take() else {
@@ -275,15 +331,16 @@ impl Push {
         let this = self.clone();
         tokio::spawn(async move {
             while let Some((pdu, stream)) = rx.recv().await {
-                if stream < 0 {
-                    continue;
-                }
-                if let Err(e) = this.evaluator.evaluate(&pdu, stream).await {
-                    tracing::warn!(error = %e, event = %pdu.event_id, "push evaluation failed");
-                }
+                this.bot.on_event(&pdu).await;
                 this.evaluated
                     .fetch_max(stream, std::sync::atomic::Ordering::SeqCst);
-                this.bot.on_event(&pdu).await;
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                this.mover.notified().await;
+                this.move_waiting_notifications().await;
             }
         });
         let this = self.clone();
@@ -300,6 +357,25 @@ impl Push {
                 this.distributor.prune();
             }
         });
+    }
+
+    /// Moves waiting notification rows into place, a chunk per write, and wakes the pushers of
+    /// their users; retries after a failed write until nothing waits.
+    async fn move_waiting_notifications(&self) {
+        loop {
+            match self.store.move_pending_notifications(MOVE_CHUNK).await {
+                Ok(None) => return,
+                Ok(Some(pushed)) => {
+                    for user in &pushed {
+                        self.delivery.kick_user(user);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "moving notification rows failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 
     /// Unread counts of a room for a user, after their read receipts. `joined_at` is the

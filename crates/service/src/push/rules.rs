@@ -371,6 +371,57 @@ impl PushRules {
         })
     }
 
+    /// Reads the rules of the users not known yet in one database hop, so that evaluating an
+    /// event for a room of 2,000 members after a start does not read them one by one.
+    pub(super) async fn prefetch(&self, users: &[&UserId]) -> Result<()> {
+        let unknown: Vec<&UserId> = {
+            let cache = self.cache.lock();
+            let defaults = self.defaults_only.lock();
+            users
+                .iter()
+                .copied()
+                .filter(|u| !cache.contains_key(*u) && !defaults.contains(*u))
+                .collect()
+        };
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let stored: HashMap<String, Value> = self
+            .account_data
+            .global_of(&unknown, PUSH_RULES_TYPE)
+            .await?
+            .into_iter()
+            .collect();
+        for user in unknown {
+            let rules = stored
+                .get(user.as_str())
+                .and_then(|c| c.get("global").cloned())
+                .and_then(|g| serde_json::from_value::<Ruleset>(g).ok());
+            match rules {
+                // A save racing with this read put its rules in the cache: they win.
+                Some(r) => {
+                    let merged = Arc::new(merge_with_defaults(user, Some(r)));
+                    let mut cache = self.cache.lock();
+                    if cache.len() >= RULES_CACHE_LIMIT {
+                        cache.clear();
+                    }
+                    cache.entry(user.to_owned()).or_insert(merged);
+                }
+                None => {
+                    if self.cache.lock().contains_key(user) {
+                        continue;
+                    }
+                    let mut known = self.defaults_only.lock();
+                    if known.len() >= DEFAULTS_ONLY_LIMIT {
+                        known.clear();
+                    }
+                    known.insert(user.to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The user's ruleset if they have rules of their own, `None` for the server defaults
     /// (which [`DefaultRules`] evaluates without building them per user).
     pub(super) async fn own_rules(&self, user: &UserId) -> Result<Option<Arc<Ruleset>>> {

@@ -478,6 +478,12 @@ impl Rooms {
             _ => None,
         };
         let redacted_target = redaction.as_ref().map(|(t, _)| t.clone());
+        let notifications = self.notifications_for(&pdu, &new_state).await;
+        let pushed: Vec<String> = notifications
+            .iter()
+            .filter(|n| n.push)
+            .map(|n| n.user_id.clone())
+            .collect();
         let persisted = self
             .store
             .persist_event(NewEvent {
@@ -497,6 +503,7 @@ impl Rooms {
                 relation,
                 txn,
                 redaction,
+                notifications,
             })
             .await?;
         if let Some(existing) = persisted.existing {
@@ -544,8 +551,12 @@ impl Rooms {
             // The target learns of invites, joins and kicks through its user key.
             self.notifier.wake_user(user);
         }
-        // Push evaluation runs in the background; this only queues the event.
-        self.publish_new_event(&pdu, persisted.stream);
+        self.event_stored(
+            &pdu,
+            persisted.stream,
+            &pushed,
+            persisted.notifications_waiting,
+        );
         Ok((pdu, persisted.stream))
     }
 }

@@ -12,7 +12,7 @@ pub mod visibility;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use feldpost_storage::Store;
+use feldpost_storage::{NewNotification, Store};
 use parking_lot::Mutex;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomVersionId};
 
@@ -48,9 +48,24 @@ pub struct Rooms {
     /// Serialises cache misses of `state_map` per group (striped).
     state_loading: Vec<tokio::sync::Mutex<()>>,
     event_cache: Mutex<Generations<OwnedEventId, Arc<Pdu>>>,
-    /// Where every newly stored event goes after commit (push evaluation), off the send path.
-    event_sink:
-        std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::push::NewEventNotice>>,
+    /// Push's part in storing events (push sits above rooms, so it is handed in at start).
+    event_hook: std::sync::OnceLock<Arc<dyn EventHook>>,
+}
+
+/// What the push layer does around storing an event.
+pub trait EventHook: Send + Sync {
+    /// The notifications `pdu` raises, given the room's state after it; they are stored in the
+    /// same write as the event. Never fails the send: on error it logs and returns none.
+    fn notifications<'a>(
+        &'a self,
+        pdu: &'a Pdu,
+        state: &'a StateMap,
+    ) -> futures::future::BoxFuture<'a, Vec<NewNotification>>;
+
+    /// Called once the event and its notifications are durable, with the users whose
+    /// notification is to be pushed, and whether the rows wait to be moved into place
+    /// (`PushStore::move_pending_notifications`) before pushers can read them. Never blocks.
+    fn stored(&self, pdu: &Arc<Pdu>, stream: i64, pushed: &[String], waiting: bool);
 }
 
 /// Parsed events per cache generation (see `generations`).
@@ -78,22 +93,37 @@ impl Rooms {
             state_cache: Mutex::default(),
             state_loading: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             event_cache: Mutex::new(Generations::new(EVENT_CACHE_LIMIT)),
-            event_sink: std::sync::OnceLock::new(),
+            event_hook: std::sync::OnceLock::new(),
         }
     }
 
-    /// Sets the queue that receives every newly stored event (once; later calls are ignored).
-    pub fn set_event_sink(
-        &self,
-        tx: tokio::sync::mpsc::UnboundedSender<crate::push::NewEventNotice>,
-    ) {
-        let _ = self.event_sink.set(tx);
+    /// Sets push's part in storing events (once; later calls are ignored).
+    pub fn set_event_hook(&self, hook: Arc<dyn EventHook>) {
+        let _ = self.event_hook.set(hook);
     }
 
-    /// Hands a stored event to the sink, if any; never blocks.
-    pub(crate) fn publish_new_event(&self, pdu: &Arc<Pdu>, stream: i64) {
-        if let Some(tx) = self.event_sink.get() {
-            let _ = tx.send((pdu.clone(), stream));
+    /// The notification rows to store with `pdu` (none without push).
+    pub(crate) async fn notifications_for(
+        &self,
+        pdu: &Pdu,
+        state: &StateMap,
+    ) -> Vec<NewNotification> {
+        match self.event_hook.get() {
+            Some(h) => h.notifications(pdu, state).await,
+            None => vec![],
+        }
+    }
+
+    /// Tells push that an event is durable; never blocks.
+    pub(crate) fn event_stored(
+        &self,
+        pdu: &Arc<Pdu>,
+        stream: i64,
+        pushed: &[String],
+        waiting: bool,
+    ) {
+        if let Some(h) = self.event_hook.get() {
+            h.stored(pdu, stream, pushed, waiting);
         }
     }
 

@@ -23,6 +23,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_deactivated_users",
         include_str!("migrations/0007_deactivated_users.sql"),
     ),
+    (
+        "0008_pending_notifications",
+        include_str!("migrations/0008_pending_notifications.sql"),
+    ),
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

@@ -171,6 +171,12 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let mut writer = open(path, OpenFlags::default())?;
         migrations::apply(&mut writer)?;
+        // Notification rows a stop left waiting: moved before anyone reads.
+        {
+            let tx = writer.transaction()?;
+            while push::move_pending_notifications(&tx, 10_000)?.is_some() {}
+            tx.commit()?;
+        }
         let max: i64 =
             writer.query_row("SELECT value FROM meta WHERE key = 'stream'", [], |r| {
                 r.get::<_, i64>(0)

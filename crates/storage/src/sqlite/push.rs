@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, Transaction, params};
 
-use super::{CachedExt, SqliteStore};
+use super::{CachedExt, Positions, SqliteStore};
 use crate::recent_notifications::{NotificationChange, TailRow};
 use crate::{NewNotification, NotificationRecord, PushStore, PusherRecord, Result, ThreadCount};
 
@@ -157,40 +157,15 @@ impl PushStore for SqliteStore {
     async fn add_notifications(&self, rows: Vec<NewNotification>) -> Result<i64> {
         self.write(move |tx, pos| {
             let stream = pos.next();
-            let mut st = tx.prepare_cached(
-                "INSERT INTO push_notifications (user_id, room_id, event_id, event_stream, stream,
-                    thread_id, notify, highlight, push, actions, profile_tag, ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?;
-            for n in rows {
-                pos.touch(crate::ChangeKey::Notifications(n.user_id.clone()));
-                pos.notification(NotificationChange::Row(TailRow {
-                    user_id: n.user_id.clone(),
-                    room_id: n.room_id.clone(),
-                    thread_id: n.thread_id.clone(),
-                    notify: n.notify,
-                    highlight: n.highlight,
-                    event_stream: n.event_stream,
-                    stream,
-                }));
-                st.execute(params![
-                    n.user_id,
-                    n.room_id,
-                    n.event_id,
-                    n.event_stream,
-                    stream,
-                    n.thread_id,
-                    n.notify,
-                    n.highlight,
-                    n.push,
-                    n.actions,
-                    n.profile_tag,
-                    n.ts
-                ])?;
-            }
+            insert_notifications(tx, pos, stream, None, &rows)?;
             Ok(stream)
         })
         .await
+    }
+
+    async fn move_pending_notifications(&self, max: usize) -> Result<Option<Vec<String>>> {
+        self.write(move |tx, _| move_pending_notifications(tx, max))
+            .await
     }
 
     async fn notifications(
@@ -276,9 +251,15 @@ impl PushStore for SqliteStore {
         self.read(move |c| {
             let mut counts: BTreeMap<String, ThreadCount> = BTreeMap::new();
             let mut st = c.prepare_cached(
-                "SELECT thread_id, count(*), coalesce(sum(highlight), 0) FROM push_notifications
-                 WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND event_stream > ?3
-                   AND stream > ?4 AND stream <= ?5
+                // One statement, so one snapshot: a waiting row moved meanwhile counts once.
+                "SELECT thread_id, count(*), coalesce(sum(highlight), 0) FROM (
+                    SELECT thread_id, highlight FROM push_notifications
+                     WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND event_stream > ?3
+                       AND stream > ?4 AND stream <= ?5
+                    UNION ALL
+                    SELECT thread_id, highlight FROM push_pending_notifications
+                     WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND event_stream > ?3
+                       AND stream > ?4 AND stream <= ?5)
                  GROUP BY thread_id",
             )?;
             for row in st.query_map(params![u, r, floor, after, up_to], |row| {
@@ -300,9 +281,14 @@ impl PushStore for SqliteStore {
             }
             // A thread's own receipt may be further along than the unthreaded one.
             let mut one = c.prepare_cached(
-                "SELECT count(*), coalesce(sum(highlight), 0) FROM push_notifications
-                 WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND thread_id = ?3
-                   AND event_stream > ?4 AND stream > ?5 AND stream <= ?6",
+                "SELECT count(*), coalesce(sum(highlight), 0) FROM (
+                    SELECT highlight FROM push_notifications
+                     WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND thread_id = ?3
+                       AND event_stream > ?4 AND stream > ?5 AND stream <= ?6
+                    UNION ALL
+                    SELECT highlight FROM push_pending_notifications
+                     WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND thread_id = ?3
+                       AND event_stream > ?4 AND stream > ?5 AND stream <= ?6)",
             )?;
             for (thread, thread_floor) in thread_floors {
                 if thread_floor <= floor || !counts.contains_key(&thread) {
@@ -368,13 +354,21 @@ impl PushStore for SqliteStore {
         }
         let u = user_id.to_owned();
         self.read(move |c| {
-            // Newest first along (user_id, id): rows are inserted in position order, so the
+            let mut rooms: std::collections::BTreeSet<String> = Default::default();
+            // Waiting rows first: one moved between the two reads is then seen at least once.
+            let mut waiting = c.prepare_cached(
+                "SELECT DISTINCT room_id FROM push_pending_notifications
+                 WHERE user_id = ?1 AND stream > ?2 AND stream <= ?3",
+            )?;
+            for room in waiting.query_map(params![u, after, up_to], |r| r.get::<_, String>(0))? {
+                rooms.insert(room?);
+            }
+            // Newest first along (user_id, id): rows enter this table in position order, so the
             // walk stops at the first row at or before `after` and reads only the new ones.
             let mut st = c.prepare_cached(
                 "SELECT room_id, stream FROM push_notifications WHERE user_id = ?1 ORDER BY id DESC",
             )?;
             let mut rows = st.query([u])?;
-            let mut rooms: std::collections::BTreeSet<String> = Default::default();
             while let Some(row) = rows.next()? {
                 let stream: i64 = row.get(1)?;
                 if stream <= after {
@@ -388,4 +382,109 @@ impl PushStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Rows an event's write puts straight into `push_notifications`; more wait in
+/// `push_pending_notifications` (see migration 0008).
+pub(crate) const INLINE_NOTIFICATIONS: usize = 32;
+
+/// The columns both notification tables share, in insert order.
+const ROW_COLUMNS: &str = "user_id, room_id, event_id, event_stream, stream, thread_id, notify,
+    highlight, push, actions, profile_tag, ts";
+
+/// Stores notification rows, visible from `stream`; `event_stream`, when given, replaces the
+/// rows' own (an event's rows are evaluated before the event has a position). The change index
+/// and the in-memory tails learn of them now, whichever table they go to. Returns whether they
+/// wait in `push_pending_notifications`.
+pub(super) fn insert_notifications(
+    tx: &Transaction<'_>,
+    pos: &mut Positions,
+    stream: i64,
+    event_stream: Option<i64>,
+    rows: &[NewNotification],
+) -> Result<bool> {
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    let pending = rows.len() > INLINE_NOTIFICATIONS
+        || tx.q_row(
+            "SELECT EXISTS (SELECT 1 FROM push_pending_notifications)",
+            [],
+            |r| r.get::<_, bool>(0),
+        )?;
+    let table = if pending {
+        "push_pending_notifications"
+    } else {
+        "push_notifications"
+    };
+    let mut st = tx.prepare_cached(&format!(
+        "INSERT INTO {table} ({ROW_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))?;
+    for n in rows {
+        let event_stream = event_stream.unwrap_or(n.event_stream);
+        pos.touch(crate::ChangeKey::Notifications(n.user_id.clone()));
+        pos.notification(NotificationChange::Row(TailRow {
+            user_id: n.user_id.clone(),
+            room_id: n.room_id.clone(),
+            thread_id: n.thread_id.clone(),
+            notify: n.notify,
+            highlight: n.highlight,
+            event_stream,
+            stream,
+        }));
+        st.execute(params![
+            n.user_id,
+            n.room_id,
+            n.event_id,
+            event_stream,
+            stream,
+            n.thread_id,
+            n.notify,
+            n.highlight,
+            n.push,
+            n.actions,
+            n.profile_tag,
+            n.ts
+        ])?;
+    }
+    Ok(pending)
+}
+
+/// Moves up to `max` waiting rows, oldest first, into `push_notifications`. Their change-index
+/// entries and tails were recorded when they were first stored, so this touches nothing.
+/// Returns `None` when nothing waited, else the users of moved rows that are to be pushed.
+pub(super) fn move_pending_notifications(
+    tx: &Transaction<'_>,
+    max: usize,
+) -> Result<Option<Vec<String>>> {
+    let max = i64::try_from(max).unwrap_or(i64::MAX);
+    let last: Option<i64> = tx.q_row(
+        "SELECT max(id) FROM (SELECT id FROM push_pending_notifications ORDER BY id LIMIT ?1)",
+        [max],
+        |r| r.get(0),
+    )?;
+    let Some(last) = last else {
+        return Ok(None);
+    };
+    let mut pushed: Vec<String> = {
+        let mut st = tx.prepare_cached(
+            "SELECT DISTINCT user_id FROM push_pending_notifications WHERE id <= ?1 AND push = 1",
+        )?;
+        st.query_map([last], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    pushed.sort();
+    tx.exec(
+        &format!(
+            "INSERT INTO push_notifications ({ROW_COLUMNS})
+             SELECT {ROW_COLUMNS} FROM push_pending_notifications WHERE id <= ?1 ORDER BY id"
+        ),
+        [last],
+    )?;
+    tx.exec(
+        "DELETE FROM push_pending_notifications WHERE id <= ?1",
+        [last],
+    )?;
+    Ok(Some(pushed))
 }

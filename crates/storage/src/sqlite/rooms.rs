@@ -337,6 +337,7 @@ impl RoomStore for SqliteStore {
                         stream: -1,
                         existing,
                         state_group_after: None,
+                        notifications_waiting: false,
                     });
                 }
             }
@@ -369,10 +370,18 @@ impl RoomStore for SqliteStore {
                 pos.touch_user(&m.user_id);
                 pos.touch(crate::ChangeKey::Reads(m.user_id.clone()));
             }
+            let notifications_waiting = super::push::insert_notifications(
+                tx,
+                pos,
+                stream,
+                Some(stream),
+                &event.notifications,
+            )?;
             Ok(PersistedEvent {
                 stream,
                 existing: None,
                 state_group_after,
+                notifications_waiting,
             })
         })
         .await

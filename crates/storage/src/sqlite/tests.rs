@@ -28,6 +28,7 @@ fn message(id: &str, json: &str) -> crate::NewEvent {
         relation: None,
         txn: None,
         redaction: None,
+        notifications: vec![],
     }
 }
 
@@ -405,4 +406,110 @@ async fn events_read_by_id_follow_redactions() {
     drop(s);
     let s = SqliteStore::open(&dir.path().join("db.sqlite")).expect("reopen");
     check(s.get_event("$m").await.expect("read").expect("exists"));
+}
+
+/// An event with many recipients stores its notification rows in the waiting table; rows of
+/// later events queue behind them. Counts read from the database see waiting rows, listings see
+/// them once moved, ids keep the order of positions, and a reopen moves what was left.
+#[tokio::test]
+async fn waiting_notification_rows_count_at_once_and_move_in_order() {
+    use crate::{NewNotification, PushStore, RoomStore};
+    let (dir, s) = store_with_room().await;
+    let row = |user: String, push: bool| NewNotification {
+        user_id: user,
+        room_id: "!r:x".into(),
+        event_id: String::new(),
+        event_stream: 0,
+        thread_id: "main".into(),
+        notify: true,
+        highlight: false,
+        push,
+        actions: "[]".into(),
+        profile_tag: None,
+        ts: 0,
+    };
+    let many = super::push::INLINE_NOTIFICATIONS + 8;
+    let start = s.current_position();
+    let mut big = message("$big", "{}");
+    big.notifications = (0..many)
+        .map(|i| row(format!("@u{i}:x"), i % 2 == 0))
+        .collect();
+    let first = s.persist_event(big).await.expect("persist");
+    assert!(first.notifications_waiting);
+    let mut small = message("$small", "{}");
+    small.notifications = vec![row("@u0:x".into(), true)];
+    let second = s.persist_event(small).await.expect("persist");
+    assert!(
+        second.notifications_waiting,
+        "queued behind the waiting rows"
+    );
+    let now = s.current_position();
+
+    // From the database (the tails forget everything up to now).
+    let check = |s: &SqliteStore| {
+        let s = s.clone();
+        async move {
+            s.recent_notifications().clear(now);
+            let counts = s
+                .unread_counts("@u0:x", "!r:x", 0, vec![], (i64::MIN, now))
+                .await
+                .expect("counts");
+            assert_eq!(counts.len(), 1);
+            assert_eq!(counts[0].notifications, 2);
+            let rooms = s
+                .rooms_with_new_notifications("@u0:x", start, now)
+                .await
+                .expect("rooms");
+            assert_eq!(rooms, vec!["!r:x".to_owned()]);
+        }
+    };
+    check(&s).await;
+    assert!(
+        s.notifications("@u0:x", None, 10, false)
+            .await
+            .expect("list")
+            .is_empty(),
+        "listed only once moved"
+    );
+
+    let mut pushed = Vec::new();
+    while let Some(users) = s.move_pending_notifications(16).await.expect("move") {
+        pushed.extend(users);
+    }
+    pushed.sort();
+    pushed.dedup();
+    assert_eq!(pushed.len(), many / 2 + many % 2);
+    check(&s).await;
+    let listed = s
+        .notifications("@u0:x", None, 10, false)
+        .await
+        .expect("list");
+    let streams: Vec<i64> = listed.iter().map(|n| n.event_stream).collect();
+    assert_eq!(streams, vec![second.stream, first.stream], "newest first");
+    assert!(listed[0].id > listed[1].id);
+
+    // Rows left waiting at a stop move when the store opens.
+    let mut third = message("$third", "{}");
+    third.notifications = (0..many).map(|i| row(format!("@u{i}:x"), false)).collect();
+    assert!(
+        s.persist_event(third)
+            .await
+            .expect("persist")
+            .notifications_waiting
+    );
+    drop(s);
+    let s = SqliteStore::open(&dir.path().join("db.sqlite")).expect("reopen");
+    assert_eq!(
+        s.notifications("@u0:x", None, 10, false)
+            .await
+            .expect("list")
+            .len(),
+        3
+    );
+    assert!(
+        s.move_pending_notifications(16)
+            .await
+            .expect("move")
+            .is_none()
+    );
 }

@@ -59,6 +59,29 @@ impl UserDataStore for SqliteStore {
         .await
     }
 
+    async fn global_account_data_of(
+        &self,
+        user_ids: Vec<String>,
+        kind: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let k = kind.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT content FROM account_data WHERE user_id = ?1 AND room_id = '' AND kind = ?2",
+            )?;
+            let mut out = Vec::new();
+            for u in user_ids {
+                let content: Option<String> =
+                    st.query_row(params![u, k], |r| r.get(0)).optional()?;
+                if let Some(content) = content {
+                    out.push((u, content));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn get_account_data(
         &self,
         user_id: &str,
