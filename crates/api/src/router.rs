@@ -26,8 +26,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Routes that exist but not for this method answer 405 `M_UNRECOGNIZED`.
-async fn method_not_allowed(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let resp = next.run(req).await;
+async fn method_not_allowed(resp: Response) -> Response {
     // A handler's own 405 (a JSON error body) is kept; only the router's bare one is replaced.
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED
         && !resp.headers().contains_key(header::CONTENT_TYPE)
@@ -86,7 +85,7 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(unrecognized)
         .layer(DefaultBodyLimit::max(max_json))
-        .layer(axum::middleware::from_fn(method_not_allowed))
+        .layer(axum::middleware::map_response(method_not_allowed))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
         .layer(TraceLayer::new_for_http())

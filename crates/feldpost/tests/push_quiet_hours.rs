@@ -107,7 +107,8 @@ impl Fixture {
         b["event_id"].as_str().expect("event_id").to_owned()
     }
 
-    /// Waits until push evaluation has seen the event (it runs in the background).
+    /// Waits until push has seen the event through (evaluation runs before the event is stored;
+    /// the bot looks at it afterwards, in the background).
     async fn evaluated(&self, event_id: &str) {
         let stream = self
             .s
@@ -382,7 +383,8 @@ async fn time_and_day_push_condition() {
 
     f.clock.set(at("Europe/Berlin", "2026-11-25T10:00"));
     let muted = f.send(json!({"msgtype": "m.text", "body": "leise"})).await;
-    // Evaluation is asynchronous: it must see the 10:00 clock before the clock moves on.
+    // Evaluation must see the 10:00 clock before the clock moves on (it happens on the send
+    // path; the wait keeps the test independent of that).
     f.evaluated(&muted).await;
     f.clock.set(at("Europe/Berlin", "2026-11-25T11:30"));
     let loud = f.send(json!({"msgtype": "m.text", "body": "laut"})).await;

@@ -22,8 +22,8 @@ async fn two_users_talk() {
         .to_owned();
     let room_for_send = room.clone();
 
-    // The long poll may first return for news without a timeline (the invite's notification
-    // count, evaluated in the background, can land after the token); a client then polls again.
+    // The long poll may return for other news first (a presence change, say); a client then
+    // polls again.
     let waiter = {
         let (base, token) = (srv.base.clone(), bob.token.clone());
         tokio::spawn(async move {

@@ -164,8 +164,8 @@ pub async fn shared_room(s: &TestServer, a: &User, b: &User) -> String {
         .create_room(a, json!({"preset": "private_chat", "invite": [b.user_id]}))
         .await;
     s.join(b, &room).await;
-    // Evaluation runs in the background: wait until the invite's notification is stored, so
-    // that a pusher set afterwards starts after it.
+    // The invite's notification is stored with the invite; a pusher set afterwards starts
+    // after it. Checked, so that a test relying on it fails here if that ever changes.
     let settled = eventually(Duration::from_secs(5), || async {
         let (_, n) = s.get("/_matrix/client/v3/notifications", b).await;
         n["notifications"]
