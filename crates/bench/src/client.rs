@@ -231,19 +231,43 @@ struct BenchContent {
     bench_id: Option<u64>,
 }
 
-/// Runs one sync; returns the status, the next_batch token and the bench ids seen.
+/// Uploads a filter for the user, as real clients do before they long-poll; returns its id.
+pub async fn create_filter(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    user_id: &str,
+    filter: &str,
+) -> Result<String> {
+    let body: Value = serde_json::from_str(filter).context("filter JSON")?;
+    let (s, b) = json_of(
+        http.post(format!(
+            "{base}/_matrix/client/v3/user/{}/filter",
+            enc(user_id)
+        ))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?,
+    )
+    .await?;
+    ok(s, &b, "filter")?;
+    b["filter_id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("filter: no filter_id"))
+}
+
+/// Runs one sync with `filter` (a stored filter's id, or inline JSON, which is encoded here);
+/// returns the status, the next_batch token and the bench ids seen.
 pub async fn sync(
     http: &reqwest::Client,
     base: &str,
     token: &str,
+    filter: &str,
     since: Option<&str>,
     timeout_ms: u64,
 ) -> Result<(u16, Option<String>, Vec<u64>, usize)> {
-    let filter = if since.is_some() {
-        LIVE_FILTER
-    } else {
-        INITIAL_FILTER
-    };
     let mut url = format!(
         "{base}/_matrix/client/v3/sync?timeout={timeout_ms}&filter={}",
         enc(filter)

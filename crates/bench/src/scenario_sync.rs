@@ -183,6 +183,7 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
             http_client(&args, i)?
         };
         let token = world.users[i].token.clone();
+        let user_id = world.users[i].user_id.clone();
         let (base, shared, mut stop, pb) =
             (base.clone(), shared.clone(), stop_rx.clone(), pb.clone());
         let delay = args.ramp.mul_f64(i as f64 / args.clients.max(1) as f64);
@@ -190,14 +191,30 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let mut since: Option<String> = None;
+            // The live filter is uploaded once, and its id named in every long poll, as real
+            // clients do; the initial sync names its filter inline.
+            let mut live_filter: Option<String> = None;
             loop {
                 if *stop.borrow() {
                     return;
                 }
+                if since.is_some() && live_filter.is_none() {
+                    match client::create_filter(&http, &base, &token, &user_id, client::LIVE_FILTER)
+                        .await
+                    {
+                        Ok(id) => live_filter = Some(id),
+                        Err(_) => {
+                            shared.errors.lock().add("filter");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
                 let t = Instant::now();
                 let timeout = if since.is_some() { long_poll } else { 0 };
+                let filter = live_filter.as_deref().unwrap_or(client::INITIAL_FILTER);
                 let res = tokio::select! {
-                    r = client::sync(&http, &base, &token, since.as_deref(), timeout) => r,
+                    r = client::sync(&http, &base, &token, filter, since.as_deref(), timeout) => r,
                     _ = stop.changed() => return,
                 };
                 match res {

@@ -140,8 +140,13 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Strin
     serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
-/// Parsed filters per generation of the caches below.
+/// Inline filters per generation: clients send few distinct ones.
 const FILTERS_CACHED: usize = 4_096;
+
+/// Stored filters per generation: each user uploads their own, and a client names its id in
+/// every long poll, so the cache holds one entry per syncing user. An entry is its key and a
+/// pointer: users whose filters have the same JSON share one parsed filter.
+const STORED_FILTERS_CACHED: usize = 100_000;
 
 /// The filters syncs name, parsed once and shared. Every long poll names its filter again, as a
 /// stored filter's id or as inline JSON; reading and parsing it each time cost a database read
@@ -159,7 +164,7 @@ impl Filters {
         Self {
             store,
             default: Arc::new(Filter::default()),
-            stored: Mutex::new(Generations::new(FILTERS_CACHED)),
+            stored: Mutex::new(Generations::new(STORED_FILTERS_CACHED)),
             inline: Mutex::new(Generations::new(FILTERS_CACHED)),
         }
     }
@@ -193,11 +198,54 @@ impl Filters {
             .get_filter(user, f)
             .await?
             .ok_or_else(|| Error::not_found("Unknown filter"))?;
-        let parsed: Filter = serde_json::from_str(&json)
-            .map_err(|_| Error::new(ErrorKind::Unknown, "Stored filter unreadable"))?;
-        let parsed = Arc::new(parsed);
+        // Shared by content with other users' filters of the same JSON (and inline ones).
+        let (shared, dropped) = self.inline.lock().get(&json);
+        drop(dropped);
+        let parsed = match shared {
+            Some(p) => p,
+            None => {
+                let parsed: Filter = serde_json::from_str(&json)
+                    .map_err(|_| Error::new(ErrorKind::Unknown, "Stored filter unreadable"))?;
+                let parsed = Arc::new(parsed);
+                let dropped = self.inline.lock().insert(json, parsed.clone());
+                drop(dropped);
+                parsed
+            }
+        };
         let dropped = self.stored.lock().insert(key, parsed.clone());
         drop(dropped);
         Ok(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored filters are cached per (user, id) and shared by content: thousands of users who
+    /// upload the same filter hold one parsed copy.
+    #[tokio::test]
+    async fn stored_filters_with_the_same_json_share_one_parse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(
+            feldpost_storage::sqlite::SqliteStore::open(&dir.path().join("db.sqlite"))
+                .expect("open"),
+        );
+        let json = r#"{"room":{"timeline":{"limit":5}}}"#;
+        let a = store.put_filter("@a:x", json).await.expect("put");
+        let b = store.put_filter("@b:x", json).await.expect("put");
+        let other = store
+            .put_filter("@b:x", r#"{"room":{"timeline":{"limit":6}}}"#)
+            .await
+            .expect("put");
+        let filters = Filters::new(store);
+        let fa = filters.for_sync("@a:x", Some(&a)).await.expect("a");
+        let fb = filters.for_sync("@b:x", Some(&b)).await.expect("b");
+        assert!(Arc::ptr_eq(&fa, &fb));
+        assert_eq!(fa.room.timeline.limit, Some(5));
+        let fo = filters.for_sync("@b:x", Some(&other)).await.expect("other");
+        assert_eq!(fo.room.timeline.limit, Some(6));
+        // A filter id names a filter of the user who uploaded it only.
+        assert!(filters.for_sync("@a:x", Some(&other)).await.is_err());
     }
 }
