@@ -313,27 +313,7 @@ async fn a_large_room_counts_at_once_and_pushes_after_the_move() {
     }
     let b = &members[0];
     set_pusher(&s, b, &gw.url, "org.example.app", "key-large").await;
-    let since = s.sync(b, None, 0).await["next_batch"]
-        .as_str()
-        .expect("next_batch")
-        .to_owned();
-    let poll = {
-        let (base, token) = (s.base.clone(), b.token.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .get(format!(
-                    "{base}/_matrix/client/v3/sync?timeout=10000&since={since}"
-                ))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("sync")
-                .json::<Value>()
-                .await
-                .expect("json")
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let poll = push_common::parked_sync(&s, b).await;
     let event = s.send_text(&a, &room, "Antreten um acht").await;
     let body = poll.await.expect("poll");
     assert_eq!(

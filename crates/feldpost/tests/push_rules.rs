@@ -357,27 +357,7 @@ async fn counts_rise_with_messages_and_fall_with_receipts() {
 
     // A long poll parked before a message returns the message and the count it raises in one
     // response: the notification is stored with the event.
-    let since = s.sync(&b, None, 0).await["next_batch"]
-        .as_str()
-        .expect("next_batch")
-        .to_owned();
-    let poll = {
-        let (base, token) = (s.base.clone(), b.token.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .get(format!(
-                    "{base}/_matrix/client/v3/sync?timeout=10000&since={since}"
-                ))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("sync")
-                .json::<Value>()
-                .await
-                .expect("json")
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let poll = push_common::parked_sync(&s, &b).await;
     s.send_text(&a, &room, "drei").await;
     let body = poll.await.expect("poll");
     let joined = &body["rooms"]["join"][&room];

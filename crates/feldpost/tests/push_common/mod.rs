@@ -225,3 +225,28 @@ pub async fn read_receipt(s: &TestServer, u: &User, room: &str, event: &str, thr
         .await;
     assert_eq!(st, 200, "{b}");
 }
+
+/// A long poll of `u` from its current position, parked (given 200 ms to park) before this
+/// returns; the handle yields the first response.
+pub async fn parked_sync(s: &TestServer, u: &User) -> tokio::task::JoinHandle<Value> {
+    let since = s.sync(u, None, 0).await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let (base, token) = (s.base.clone(), u.token.clone());
+    let poll = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(format!(
+                "{base}/_matrix/client/v3/sync?timeout=10000&since={since}"
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("sync")
+            .json::<Value>()
+            .await
+            .expect("json")
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    poll
+}
