@@ -31,21 +31,40 @@ pub struct Notifier {
 /// through a key every sync would share: one slot with every parked sync as a waiter made each
 /// park and wake contend on its list.)
 pub struct Subscription {
-    slots: Vec<(Arc<Slot>, u64)>,
+    slots: Interest,
+    versions: Vec<u64>,
 }
+
+/// A set of keys resolved to their slots. A sync keeps its user's and subscribes again with it
+/// after every response: no lock, no key strings, no hashing per key. Slots it holds are never
+/// pruned, so a wake of one of its keys always reaches the slot it waits on.
+#[derive(Clone)]
+pub struct Interest(Arc<[Arc<Slot>]>);
 
 impl Notifier {
     pub fn subscribe(&self, keys: impl IntoIterator<Item = WakeKey>) -> Subscription {
+        self.subscribe_to(&self.interest(keys))
+    }
+
+    /// Resolves keys to their slots (creating those nobody holds yet).
+    pub fn interest(&self, keys: impl IntoIterator<Item = WakeKey>) -> Interest {
         let mut map = self.slots.lock();
-        let slots = keys
-            .into_iter()
-            .map(|k| {
-                let s = map.entry(k).or_default().clone();
-                let v = s.version.load(Ordering::SeqCst);
-                (s, v)
-            })
-            .collect();
-        Subscription { slots }
+        Interest(
+            keys.into_iter()
+                .map(|k| map.entry(k).or_default().clone())
+                .collect(),
+        )
+    }
+
+    pub fn subscribe_to(&self, interest: &Interest) -> Subscription {
+        Subscription {
+            versions: interest
+                .0
+                .iter()
+                .map(|s| s.version.load(Ordering::SeqCst))
+                .collect(),
+            slots: interest.clone(),
+        }
     }
 
     pub fn wake(&self, key: &WakeKey) {
@@ -73,20 +92,24 @@ impl Notifier {
 impl Subscription {
     /// Completes when any subscribed key has been woken since `subscribe`.
     pub async fn wait(&self) {
-        let mut futs: Vec<_> = self
-            .slots
+        let slots = &self.slots.0;
+        let mut futs: Vec<_> = slots
             .iter()
-            .map(|(s, _)| Box::pin(s.notify.notified()))
+            .map(|s| Box::pin(s.notify.notified()))
             .collect();
         for f in &mut futs {
             f.as_mut().enable();
         }
-        if self
-            .slots
+        if slots
             .iter()
+            .zip(&self.versions)
             .any(|(s, v)| s.version.load(Ordering::SeqCst) != *v)
         {
             return;
+        }
+        if futs.is_empty() {
+            // Nothing to wait for: only the caller's deadline or shutdown ends this.
+            return std::future::pending().await;
         }
         futures::future::select_all(futs).await;
     }
@@ -104,6 +127,26 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), sub.wait())
             .await
             .expect("woken");
+    }
+
+    /// A kept interest survives pruning and is woken like a fresh subscription.
+    #[tokio::test]
+    async fn a_kept_interest_is_woken_after_a_prune() {
+        let n = Notifier::default();
+        let interest = n.interest([WakeKey::Room("!a".into()), WakeKey::User("@u".into())]);
+        n.prune();
+        let sub = n.subscribe_to(&interest);
+        n.wake_user("@u");
+        tokio::time::timeout(std::time::Duration::from_secs(1), sub.wait())
+            .await
+            .expect("woken through the kept slot");
+        let sub = n.subscribe_to(&interest);
+        n.wake_room("!b");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), sub.wait())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

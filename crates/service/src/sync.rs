@@ -11,7 +11,7 @@ use ruma::{OwnedRoomId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::filter::Filter;
-use crate::notifier::{Notifier, WakeKey};
+use crate::notifier::{Interest, Notifier, Subscription, WakeKey};
 use crate::rooms::Rooms;
 use crate::timeline::{Timeline, position_token};
 use crate::typing::Typing;
@@ -89,11 +89,16 @@ pub struct Sync {
     /// Per device, its one-time key counts and unused fallback key types, and the position they
     /// were read at; valid while the user's keys did not change after it.
     key_counts: Mutex<HashMap<(String, String), CachedKeyCounts>>,
+    /// Each user's wake keys resolved to the notifier's slots, for the memberships they were
+    /// made from (the same `Arc`); a sync subscribes again after every response.
+    interests: Mutex<HashMap<String, CachedInterest>>,
 }
 
 type CachedKeyCounts = (i64, BTreeMap<String, u64>, Vec<String>);
 
 type CachedMemberships = (i64, Arc<Vec<MembershipRecord>>);
+
+type CachedInterest = (Arc<Vec<MembershipRecord>>, Interest);
 
 /// Bounds on the two caches above (entries); past them a cache starts over.
 const MAX_CACHED_USERS: usize = 500_000;
@@ -130,7 +135,32 @@ impl Sync {
             memberships: Mutex::default(),
             acknowledged: Mutex::default(),
             key_counts: Mutex::default(),
+            interests: Mutex::default(),
         }
+    }
+
+    /// Subscribes to the user's key and the keys of the rooms they are in or invited to.
+    fn subscribe(&self, user: &UserId, memberships: &Arc<Vec<MembershipRecord>>) -> Subscription {
+        if let Some((from, interest)) = self.interests.lock().get(user.as_str())
+            && Arc::ptr_eq(from, memberships)
+        {
+            return self.notifier.subscribe_to(interest);
+        }
+        let mut keys = vec![WakeKey::User(user.to_string())];
+        keys.extend(
+            memberships
+                .iter()
+                .filter(|m| m.membership == "join" || m.membership == "invite")
+                .map(|m| WakeKey::Room(m.room_id.clone())),
+        );
+        let interest = self.notifier.interest(keys);
+        let sub = self.notifier.subscribe_to(&interest);
+        let mut cache = self.interests.lock();
+        if cache.len() >= MAX_CACHED_USERS {
+            cache.clear();
+        }
+        cache.insert(user.to_string(), (memberships.clone(), interest));
+        sub
     }
 
     /// The device's one-time key counts and unused fallback key types, which every response
@@ -221,14 +251,7 @@ impl Sync {
         loop {
             // Subscribe before reading so that a change during the read still wakes us.
             let memberships = self.memberships(user).await?;
-            let mut keys = vec![WakeKey::User(user.to_string())];
-            keys.extend(
-                memberships
-                    .iter()
-                    .filter(|m| m.membership == "join" || m.membership == "invite")
-                    .map(|m| WakeKey::Room(m.room_id.clone())),
-            );
-            let sub = self.notifier.subscribe(keys);
+            let sub = self.subscribe(user, &memberships);
             let may_wait = req.since.is_some()
                 && !req.full_state
                 && tokio::time::Instant::now() < deadline
@@ -295,9 +318,9 @@ impl Sync {
             if !filter.room_allowed(&m.room_id) {
                 continue;
             }
-            let Ok(room_id) = OwnedRoomId::try_from(m.room_id.as_str()) else {
-                continue;
-            };
+            // Parsed only for a room that goes into the response: most rooms of a woken sync
+            // have no news.
+            let room_id = || OwnedRoomId::try_from(m.room_id.as_str()).ok();
             let changed_membership = m.stream > since.stream && m.stream <= now.stream;
             match m.membership.as_str() {
                 "join" => {
@@ -309,6 +332,7 @@ impl Sync {
                     {
                         continue;
                     }
+                    let Some(room_id) = room_id() else { continue };
                     if let Some(v) = self
                         .joined_room(user, device, &room_id, since, now, newly, req)
                         .await?
@@ -318,6 +342,7 @@ impl Sync {
                     }
                 }
                 "invite" if initial || changed_membership => {
+                    let Some(room_id) = room_id() else { continue };
                     invite.insert(
                         m.room_id.clone(),
                         self.invited_room(&room_id, &m.event_id).await?,
@@ -329,6 +354,7 @@ impl Sync {
                         && ((changed_membership && !initial)
                             || (initial && filter.room.include_leave)) =>
                 {
+                    let Some(room_id) = room_id() else { continue };
                     leave.insert(
                         m.room_id.clone(),
                         self.left_room(user, device, &room_id, m, since, req)
