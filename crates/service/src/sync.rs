@@ -89,18 +89,16 @@ pub struct Sync {
     /// Per device, its one-time key counts and unused fallback key types, and the position they
     /// were read at; valid while the user's keys did not change after it.
     key_counts: Mutex<HashMap<(String, String), CachedKeyCounts>>,
-    /// Each user's wake keys resolved to the notifier's slots, for the memberships they were
-    /// made from (the same `Arc`); a sync subscribes again after every response.
-    interests: Mutex<HashMap<String, CachedInterest>>,
 }
 
 type CachedKeyCounts = (i64, BTreeMap<String, u64>, Vec<String>);
 
-type CachedMemberships = (i64, Arc<Vec<MembershipRecord>>);
+/// A user's memberships, the position they were read at, and — once a sync subscribed with
+/// them — their wake keys resolved to the notifier's slots, which every later long poll of the
+/// user reuses until the memberships change.
+type CachedMemberships = (i64, Arc<Vec<MembershipRecord>>, Option<Interest>);
 
-type CachedInterest = (Arc<Vec<MembershipRecord>>, Interest);
-
-/// Bounds on the two caches above (entries); past them a cache starts over.
+/// Bounds on the caches above (entries); past them a cache starts over.
 const MAX_CACHED_USERS: usize = 500_000;
 
 /// State events to strip into `invite_state`.
@@ -135,14 +133,13 @@ impl Sync {
             memberships: Mutex::default(),
             acknowledged: Mutex::default(),
             key_counts: Mutex::default(),
-            interests: Mutex::default(),
         }
     }
 
     /// Subscribes to the user's key and the keys of the rooms they are in or invited to.
     fn subscribe(&self, user: &UserId, memberships: &Arc<Vec<MembershipRecord>>) -> Subscription {
-        if let Some((from, interest)) = self.interests.lock().get(user.as_str())
-            && Arc::ptr_eq(from, memberships)
+        if let Some((_, list, Some(interest))) = self.memberships.lock().get(user.as_str())
+            && Arc::ptr_eq(list, memberships)
         {
             return self.notifier.subscribe_to(interest);
         }
@@ -155,11 +152,11 @@ impl Sync {
         );
         let interest = self.notifier.interest(keys);
         let sub = self.notifier.subscribe_to(&interest);
-        let mut cache = self.interests.lock();
-        if cache.len() >= MAX_CACHED_USERS {
-            cache.clear();
+        if let Some((_, list, kept)) = self.memberships.lock().get_mut(user.as_str())
+            && Arc::ptr_eq(list, memberships)
+        {
+            *kept = Some(interest);
         }
-        cache.insert(user.to_string(), (memberships.clone(), interest));
         sub
     }
 
@@ -193,7 +190,7 @@ impl Sync {
 
     /// The user's memberships, from the cache when nothing about the user changed since.
     async fn memberships(&self, user: &UserId) -> Result<Arc<Vec<MembershipRecord>>> {
-        if let Some((at, list)) = self.memberships.lock().get(user.as_str())
+        if let Some((at, list, _)) = self.memberships.lock().get(user.as_str())
             && !self.store.changes().user_changed(user.as_str(), *at)
         {
             return Ok(list.clone());
@@ -205,7 +202,7 @@ impl Sync {
         if cache.len() >= MAX_CACHED_USERS {
             cache.clear();
         }
-        cache.insert(user.to_string(), (at, list.clone()));
+        cache.insert(user.to_string(), (at, list.clone(), None));
         Ok(list)
     }
 
