@@ -317,7 +317,13 @@ fn writer_loop(mut conn: Connection, shared: &Shared, jobs: mpsc::Receiver<Job>)
     }
 }
 
+/// A write batch slower than this is logged, split into its jobs' time and the commit's (which
+/// includes the write-ahead log's checkpoints): every send waits behind it.
+const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
+    let began = std::time::Instant::now();
+    let jobs = batch.len();
     let start = shared.allocated.load(Ordering::SeqCst);
     // Immediate: the write lock first, so that the position read below is the latest.
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
@@ -402,12 +408,22 @@ fn run_batch(conn: &mut Connection, shared: &Shared, batch: Vec<Job>) {
             }
         }
     }
+    let worked = began.elapsed();
     let committed = (|| -> rusqlite::Result<()> {
         if let Some(last) = last {
             tx.exec("UPDATE meta SET value = ?1 WHERE key = 'stream'", [last])?;
         }
         tx.commit()
     })();
+    let took = began.elapsed();
+    if took >= SLOW_BATCH {
+        tracing::info!(
+            jobs,
+            work_ms = worked.as_millis() as u64,
+            commit_ms = (took - worked).as_millis() as u64,
+            "slow write batch"
+        );
+    }
     match committed {
         Ok(()) => {
             if let Some(v) = external {
