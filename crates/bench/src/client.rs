@@ -258,26 +258,54 @@ pub async fn create_filter(
         .ok_or_else(|| anyhow::anyhow!("filter: no filter_id"))
 }
 
+/// How a sync client reaches the server: the general client (HTTP/1.1, one connection each), or
+/// a shared HTTP/2 connection (`h2`).
+#[derive(Clone)]
+pub enum Transport {
+    Http(reqwest::Client),
+    H2(std::sync::Arc<crate::h2::Connection>),
+}
+
 /// Runs one sync with `filter` (a stored filter's id, or inline JSON, which is encoded here);
-/// returns the status, the next_batch token and the bench ids seen.
+/// returns the status, the next_batch token and the bench ids seen. No answer within
+/// `timeout_ms` plus `grace` is an error (`is_timeout`).
 pub async fn sync(
-    http: &reqwest::Client,
+    http: &Transport,
     base: &str,
     token: &str,
     filter: &str,
     since: Option<&str>,
     timeout_ms: u64,
+    grace: std::time::Duration,
 ) -> Result<(u16, Option<String>, Vec<u64>, usize)> {
-    let mut url = format!(
-        "{base}/_matrix/client/v3/sync?timeout={timeout_ms}&filter={}",
+    let mut path = format!(
+        "/_matrix/client/v3/sync?timeout={timeout_ms}&filter={}",
         enc(filter)
     );
     if let Some(s) = since {
-        url.push_str(&format!("&since={}", enc(s)));
+        path.push_str("&since=");
+        path.push_str(&enc(s));
     }
-    let resp = http.get(url).bearer_auth(token).send().await?;
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().await?;
+    let (status, bytes) = match http {
+        Transport::Http(http) => {
+            let resp = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .timeout(std::time::Duration::from_millis(timeout_ms) + grace)
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            (status, resp.bytes().await?)
+        }
+        Transport::H2(conn) => {
+            conn.get(
+                &path,
+                token,
+                std::time::Duration::from_millis(timeout_ms) + grace,
+            )
+            .await?
+        }
+    };
     if status != 200 {
         return Ok((status, None, vec![], bytes.len()));
     }

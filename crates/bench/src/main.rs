@@ -2,6 +2,7 @@
 //! Client-Server API, so the same scenarios run against Feldpost or any other homeserver.
 
 mod client;
+mod h2;
 mod populate;
 mod procstat;
 mod report;
@@ -81,9 +82,11 @@ enum Command {
         /// Seconds over which clients start.
         #[arg(long, default_value_t = 10)]
         ramp: u64,
-        /// Multiplex clients over HTTP/2 connections instead of one HTTP/1.1 connection each.
+        /// Multiplex clients over HTTP/2 connections (cleartext, prior knowledge: the server URL
+        /// starts with http://) instead of one HTTP/1.1 connection each.
         #[arg(long)]
         http2: bool,
+        /// Clients per HTTP/2 connection.
         #[arg(long, default_value_t = 100)]
         streams_per_connection: usize,
         /// Spread HTTP/1.1 connections over 127.0.0.1 … 127.0.0.N.

@@ -15,7 +15,8 @@ use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::client;
+use crate::client::{self, Transport};
+use crate::h2;
 use crate::procstat::{Sampler, Usage};
 use crate::report::{Errors, Percentiles, SecondPoint, histogram, summarise, svg_plot};
 use crate::state::World;
@@ -114,24 +115,23 @@ impl Shared {
     }
 }
 
-fn http_client(args: &SyncArgs, i: usize) -> Result<reqwest::Client> {
-    let b = reqwest::Client::builder().timeout(Duration::from_millis(args.long_poll_ms + 60_000));
-    let b = if args.http2 {
-        b.http2_prior_knowledge()
-    } else {
-        // One connection per client, spread over 127.0.0.x so the source ports of one address
-        // do not run out.
-        let n = args.source_addrs.max(1);
-        let addr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % n as usize) as u8));
-        // The pool can open a second connection when a request follows the previous response
-        // before the first connection is back in the pool; dropping idle ones soon keeps the
-        // client at one connection, as the scenario promises.
-        b.http1_only()
-            .pool_max_idle_per_host(1)
-            .pool_idle_timeout(Duration::from_secs(1))
-            .local_address(addr)
-    };
-    Ok(b.build()?)
+/// How long past its long-poll timeout a sync may take before it counts as `sync:timeout`.
+const SYNC_GRACE: Duration = Duration::from_secs(60);
+
+/// One HTTP/1.1 connection per client, spread over 127.0.0.x so the source ports of one address
+/// do not run out.
+fn http1_client(args: &SyncArgs, i: usize) -> Result<reqwest::Client> {
+    let n = args.source_addrs.max(1);
+    let addr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % n as usize) as u8));
+    // The pool can open a second connection when a request follows the previous response
+    // before the first connection is back in the pool; dropping idle ones soon keeps the
+    // client at one connection, as the scenario promises.
+    Ok(reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .pool_idle_timeout(Duration::from_secs(1))
+        .local_address(addr)
+        .build()?)
 }
 
 pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
@@ -161,7 +161,9 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     // Clients.
-    let mut conns: Vec<reqwest::Client> = Vec::new();
+    let mut conns: Vec<Arc<h2::Connection>> = Vec::new();
+    // Filters are uploaded once per client, over a pool of their own in the HTTP/2 scenario.
+    let filter_pool = reqwest::Client::new();
     let per_conn = args.streams_per_connection.max(1);
     let pb = ProgressBar::new(args.clients as u64);
     pb.set_style(
@@ -171,16 +173,18 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
     pb.set_message("syncing");
     let mut tasks = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
-        let http = if args.http2 {
+        let (http, filter_http) = if args.http2 {
             if i % per_conn == 0 {
-                conns.push(http_client(&args, i)?);
+                conns.push(Arc::new(h2::Connection::new(base.as_str())?));
             }
-            conns
+            let conn = conns
                 .last()
                 .cloned()
-                .ok_or_else(|| anyhow::anyhow!("no connection"))?
+                .ok_or_else(|| anyhow::anyhow!("no connection"))?;
+            (Transport::H2(conn), filter_pool.clone())
         } else {
-            http_client(&args, i)?
+            let c = http1_client(&args, i)?;
+            (Transport::Http(c.clone()), c)
         };
         let token = world.users[i].token.clone();
         let user_id = world.users[i].user_id.clone();
@@ -199,8 +203,14 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
                     return;
                 }
                 if since.is_some() && live_filter.is_none() {
-                    match client::create_filter(&http, &base, &token, &user_id, client::LIVE_FILTER)
-                        .await
+                    match client::create_filter(
+                        &filter_http,
+                        &base,
+                        &token,
+                        &user_id,
+                        client::LIVE_FILTER,
+                    )
+                    .await
                     {
                         Ok(id) => live_filter = Some(id),
                         Err(_) => {
@@ -214,7 +224,9 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
                 let timeout = if since.is_some() { long_poll } else { 0 };
                 let filter = live_filter.as_deref().unwrap_or(client::INITIAL_FILTER);
                 let res = tokio::select! {
-                    r = client::sync(&http, &base, &token, filter, since.as_deref(), timeout) => r,
+                    r = client::sync(
+                        &http, &base, &token, filter, since.as_deref(), timeout, SYNC_GRACE,
+                    ) => r,
                     _ = stop.changed() => return,
                 };
                 match res {
@@ -242,7 +254,8 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
                     Err(e) => {
                         let timed_out = e
                             .downcast_ref::<reqwest::Error>()
-                            .is_some_and(reqwest::Error::is_timeout);
+                            .is_some_and(reqwest::Error::is_timeout)
+                            || e.downcast_ref::<h2::TimedOut>().is_some();
                         let kind = if timed_out { "sync:timeout" } else { "sync:io" };
                         shared.errors.lock().add(kind);
                         tokio::time::sleep(Duration::from_secs(1)).await;
