@@ -261,32 +261,31 @@ mod tests {
         n.quiet(start + Duration::from_secs(1)).await;
         assert_eq!(Instant::now(), start, "nothing woken, nothing to wait for");
 
-        let big = park(&n, "!big", 50).await;
         // Syncs parked elsewhere are not woken, so not counted.
         let _small = park(&n, "!small", 20).await;
-        n.wake_room("!big");
-        for p in big {
-            p.await.expect("woken");
-        }
-        let woken_at = Instant::now();
-        n.quiet(woken_at + Duration::from_secs(1)).await;
-        let waited = Instant::now() - woken_at;
+        let waited = wake_and_quiet(&n, 50, Duration::from_secs(1)).await;
         assert!(waited >= RESPONSE_COST * 50, "{waited:?}");
         assert!(waited < RESPONSE_COST * 70, "{waited:?}");
 
-        let big = park(&n, "!big", 50).await;
-        n.wake_room("!big");
-        for p in big {
-            p.await.expect("woken");
-        }
-        let woken_at = Instant::now();
-        n.quiet(woken_at + Duration::from_millis(2)).await;
-        let waited = Instant::now() - woken_at;
+        let waited = wake_and_quiet(&n, 50, Duration::from_millis(2)).await;
         assert!(waited >= Duration::from_millis(2), "{waited:?}");
         assert!(
             waited < RESPONSE_COST * 50,
             "bounded by the caller: {waited:?}"
         );
+    }
+
+    /// Parks `count` syncs on "!big", wakes them, and returns how long `quiet` then held a
+    /// caller whose bound is `limit` away.
+    async fn wake_and_quiet(n: &Arc<Notifier>, count: usize, limit: Duration) -> Duration {
+        let parked = park(n, "!big", count).await;
+        n.wake_room("!big");
+        for p in parked {
+            p.await.expect("woken");
+        }
+        let woken_at = Instant::now();
+        n.quiet(woken_at + limit).await;
+        Instant::now() - woken_at
     }
 
     #[tokio::test]
