@@ -98,9 +98,6 @@ type CachedKeyCounts = (i64, BTreeMap<String, u64>, Vec<String>);
 /// user reuses until the memberships change.
 type CachedMemberships = (i64, Arc<Vec<MembershipRecord>>, Option<Interest>);
 
-/// How long past its timeout an empty long poll may wait for the fan-out backlog to clear.
-const MAX_TIMEOUT_DEFERRAL: Duration = Duration::from_secs(1);
-
 /// Bounds on the caches above (entries); past them a cache starts over.
 const MAX_CACHED_USERS: usize = 500_000;
 
@@ -264,27 +261,19 @@ impl Sync {
                 return Ok(body);
             }
             let mut shutdown = shutdown.clone();
-            let timed_out = tokio::select! {
-                _ = sub.wait() => false,
-                _ = tokio::time::sleep_until(deadline) => true,
-                _ = shutdown.changed() => false,
-            };
-            if timed_out {
-                // Nobody waits for an empty answer: it yields to the syncs woken before it (a
-                // large room's fan-out), unless news for this user arrives meanwhile.
-                tokio::select! {
-                    _ = self.notifier.quiet(deadline + MAX_TIMEOUT_DEFERRAL) => {}
-                    _ = sub.wait() => {}
-                    _ = shutdown.changed() => {}
+            tokio::select! {
+                _ = sub.wait() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    // One last look: a change exactly at the deadline still counts.
+                    let memberships = self.memberships(user).await?;
+                    if let Some(body) =
+                        Box::pin(self.build(user, device, &req, &memberships, false)).await?
+                    {
+                        return Ok(body);
+                    }
+                    return Err(Error::internal("sync produced no response"));
                 }
-                // One last look: a change at or after the deadline still counts.
-                let memberships = self.memberships(user).await?;
-                if let Some(body) =
-                    Box::pin(self.build(user, device, &req, &memberships, false)).await?
-                {
-                    return Ok(body);
-                }
-                return Err(Error::internal("sync produced no response"));
+                _ = shutdown.changed() => {}
             }
         }
     }

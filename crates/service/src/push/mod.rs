@@ -102,10 +102,6 @@ struct Hook {
 /// holds the single writer, and every message sent meanwhile, for its length.
 const MOVE_CHUNK: usize = 128;
 
-/// How long a chunk of waiting rows may wait for the fan-out backlog to clear
-/// (`Notifier::quiet`).
-const MAX_MOVE_DEFERRAL: Duration = Duration::from_secs(2);
-
 impl crate::rooms::EventHook for Hook {
     fn notifications<'a>(
         &'a self,
@@ -367,11 +363,6 @@ impl Push {
     /// their users; retries after a failed write until nothing waits.
     async fn move_waiting_notifications(&self) {
         loop {
-            // The rows' members are being woken by the same event: their answers come first.
-            self.rooms
-                .notifier
-                .quiet(tokio::time::Instant::now() + MAX_MOVE_DEFERRAL)
-                .await;
             match self.store.move_pending_notifications(MOVE_CHUNK).await {
                 Ok(None) => return,
                 Ok(Some(pushed)) => {
