@@ -132,19 +132,32 @@ pub async fn create_room(
     name: &str,
 ) -> Result<String> {
     let req = json!({"preset": "public_chat", "name": name});
-    let (s, b) = json_of(
-        http.post(format!("{base}/_matrix/client/v3/createRoom"))
-            .bearer_auth(token)
-            .json(&req)
-            .send()
-            .await?,
+    post_for_field(
+        http,
+        format!("{base}/_matrix/client/v3/createRoom"),
+        token,
+        &req,
+        "createRoom",
+        "room_id",
     )
-    .await?;
-    ok(s, &b, "createRoom")?;
-    b["room_id"]
+    .await
+}
+
+/// POSTs `body` with the access token and returns the string `field` of a successful answer.
+async fn post_for_field(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: &Value,
+    what: &str,
+    field: &str,
+) -> Result<String> {
+    let (s, b) = json_of(http.post(url).bearer_auth(token).json(body).send().await?).await?;
+    ok(s, &b, what)?;
+    b[field]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| anyhow!("no room_id"))
+        .ok_or_else(|| anyhow!("{what}: no {field}"))
 }
 
 pub async fn join(http: &reqwest::Client, base: &str, token: &str, room: &str) -> Result<()> {
@@ -240,22 +253,15 @@ pub async fn create_filter(
     filter: &str,
 ) -> Result<String> {
     let body: Value = serde_json::from_str(filter).context("filter JSON")?;
-    let (s, b) = json_of(
-        http.post(format!(
-            "{base}/_matrix/client/v3/user/{}/filter",
-            enc(user_id)
-        ))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await?,
+    post_for_field(
+        http,
+        format!("{base}/_matrix/client/v3/user/{}/filter", enc(user_id)),
+        token,
+        &body,
+        "filter",
+        "filter_id",
     )
-    .await?;
-    ok(s, &b, "filter")?;
-    b["filter_id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("filter: no filter_id"))
+    .await
 }
 
 /// How a sync client reaches the server: the general client (HTTP/1.1, one connection each), or
