@@ -5,9 +5,12 @@
 mod admin;
 pub mod client;
 mod console;
+mod conventions;
+mod cors;
 mod enrollment_page;
 pub mod error;
 pub mod extract;
+mod http_date;
 pub mod push;
 mod router;
 

@@ -35,9 +35,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
                   throughput) and `initial-sync` (a user in many rooms). Results are printed as JSON."
 )]
 struct Cli {
-    /// Base URL of the homeserver.
-    #[arg(long, default_value = "http://127.0.0.1:8008", global = true)]
-    server: String,
+    /// Base URL of the homeserver. `populate` defaults to http://127.0.0.1:8008; the scenarios
+    /// default to the server the state file was populated on (give it to reach the same data
+    /// elsewhere, e.g. a copy of the server on another port).
+    #[arg(long, global = true)]
+    server: Option<String>,
     /// State file holding the populated users and rooms.
     #[arg(long, default_value = "bench-state.json", global = true)]
     state: PathBuf,
@@ -136,7 +138,18 @@ fn emit(out: &Option<PathBuf>, value: &impl serde::Serialize) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let server = cli.server.trim_end_matches('/').to_owned();
+    let server = cli
+        .server
+        .as_deref()
+        .map(|s| s.trim_end_matches('/').to_owned());
+    // The state file's users live on the server it was populated on, unless told otherwise.
+    let load_world = |path: &std::path::Path| -> Result<state::World> {
+        let mut world = state::World::load(path)?;
+        if let Some(s) = &server {
+            world.server = s.clone();
+        }
+        Ok(world)
+    };
     match cli.command {
         Command::Populate {
             users,
@@ -147,7 +160,9 @@ async fn main() -> Result<()> {
             seed,
         } => {
             let args = populate::PopulateArgs {
-                server,
+                server: server
+                    .clone()
+                    .unwrap_or_else(|| "http://127.0.0.1:8008".to_owned()),
                 users,
                 registration,
                 password,
@@ -175,7 +190,7 @@ async fn main() -> Result<()> {
             seed,
             plot,
         } => {
-            let world = state::World::load(&cli.state)?;
+            let world = load_world(&cli.state)?;
             let args = scenario_sync::SyncArgs {
                 clients,
                 rate,
@@ -196,7 +211,7 @@ async fn main() -> Result<()> {
             emit(&cli.out, &result)?;
         }
         Command::Send { senders, duration } => {
-            let world = state::World::load(&cli.state)?;
+            let world = load_world(&cli.state)?;
             let result = scenario_send::run(
                 &world,
                 senders,
@@ -211,7 +226,7 @@ async fn main() -> Result<()> {
             repeats,
             registration,
         } => {
-            let mut world = state::World::load(&cli.state)?;
+            let mut world = load_world(&cli.state)?;
             let user = populate::ensure_heavy_user(
                 &mut world,
                 rooms,

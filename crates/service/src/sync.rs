@@ -85,13 +85,58 @@ pub struct Sync {
     memberships: Mutex<HashMap<String, CachedMemberships>>,
     /// Per device, the position up to which send-to-device messages were acknowledged: while the
     /// user has no change after it, there is nothing more to delete.
-    acknowledged: Mutex<HashMap<(String, String), i64>>,
+    acknowledged: Mutex<PerDevice<i64>>,
     /// Per device, its one-time key counts and unused fallback key types, and the position they
     /// were read at; valid while the user's keys did not change after it.
-    key_counts: Mutex<HashMap<(String, String), CachedKeyCounts>>,
+    key_counts: Mutex<PerDevice<CachedKeyCounts>>,
 }
 
-type CachedKeyCounts = (i64, BTreeMap<String, u64>, Vec<String>);
+type CachedKeyCounts = (i64, Arc<KeyCounts>);
+
+/// A device's one-time key counts and unused fallback key types.
+type KeyCounts = (BTreeMap<String, u64>, Vec<String>);
+
+/// Per-device entries, looked up by borrowed user and device ids: every sync reads two of these
+/// caches, and a map keyed by an owned pair would allocate both ids for each lookup.
+struct PerDevice<V> {
+    users: HashMap<String, Vec<(String, V)>>,
+    entries: usize,
+}
+
+impl<V> Default for PerDevice<V> {
+    fn default() -> Self {
+        Self {
+            users: HashMap::new(),
+            entries: 0,
+        }
+    }
+}
+
+impl<V> PerDevice<V> {
+    fn get(&self, user: &str, device: &str) -> Option<&V> {
+        self.users
+            .get(user)?
+            .iter()
+            .find(|(d, _)| d == device)
+            .map(|(_, v)| v)
+    }
+
+    /// Sets the entry; past `MAX_CACHED_USERS` entries the cache starts over.
+    fn insert(&mut self, user: &str, device: &str, value: V) {
+        if self.entries >= MAX_CACHED_USERS {
+            self.users.clear();
+            self.entries = 0;
+        }
+        let devices = self.users.entry(user.to_owned()).or_default();
+        match devices.iter_mut().find(|(d, _)| d == device) {
+            Some(slot) => slot.1 = value,
+            None => {
+                devices.push((device.to_owned(), value));
+                self.entries += 1;
+            }
+        }
+    }
+}
 
 /// A user's memberships, the position they were read at, and — once a sync subscribed with
 /// them — their wake keys resolved to the notifier's slots, which every later long poll of the
@@ -162,16 +207,11 @@ impl Sync {
 
     /// The device's one-time key counts and unused fallback key types, which every response
     /// carries.
-    async fn key_counts(
-        &self,
-        user: &UserId,
-        device: &str,
-    ) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
-        let key = (user.to_string(), device.to_owned());
-        if let Some((at, counts, fallback)) = self.key_counts.lock().get(&key)
+    async fn key_counts(&self, user: &UserId, device: &str) -> Result<Arc<KeyCounts>> {
+        if let Some((at, counts)) = self.key_counts.lock().get(user.as_str(), device)
             && !self.store.changes().keys_changed(user.as_str(), *at)
         {
-            return Ok((counts.clone(), fallback.clone()));
+            return Ok(counts.clone());
         }
         let at = self.store.current_position();
         let counts =
@@ -180,12 +220,11 @@ impl Sync {
             .store
             .unused_fallback_key_types(user.as_str(), device)
             .await?;
-        let mut cache = self.key_counts.lock();
-        if cache.len() >= MAX_CACHED_USERS {
-            cache.clear();
-        }
-        cache.insert(key, (at, counts.clone(), fallback.clone()));
-        Ok((counts, fallback))
+        let counts = Arc::new((counts, fallback));
+        self.key_counts
+            .lock()
+            .insert(user.as_str(), device, (at, counts.clone()));
+        Ok(counts)
     }
 
     /// The user's memberships, from the cache when nothing about the user changed since.
@@ -210,18 +249,15 @@ impl Sync {
     /// received; skipped when nothing arrived since the last acknowledgement (which left no
     /// message at or below its position, and any later one would show in the change index).
     async fn acknowledge(&self, user: &UserId, device: &str, up_to: i64) -> Result<()> {
-        let key = (user.to_string(), device.to_owned());
-        if let Some(done) = self.acknowledged.lock().get(&key)
+        if let Some(done) = self.acknowledged.lock().get(user.as_str(), device)
             && !self.store.changes().inbox_changed(user.as_str(), *done)
         {
             return Ok(());
         }
         crate::to_device::acknowledge(self.store.as_ref(), user.as_str(), device, up_to).await?;
-        let mut acked = self.acknowledged.lock();
-        if acked.len() >= MAX_CACHED_USERS {
-            acked.clear();
-        }
-        acked.insert(key, up_to);
+        self.acknowledged
+            .lock()
+            .insert(user.as_str(), device, up_to);
         Ok(())
     }
 
@@ -500,7 +536,7 @@ impl Sync {
         if may_wait && !anything {
             return Ok(None);
         }
-        let (key_counts, fallback_types) = self.key_counts(user, device).await?;
+        let key_counts = self.key_counts(user, device).await?;
         // --- end of end-to-end encryption ---
 
         let mut next = if since.stream > now.stream {
@@ -522,8 +558,8 @@ impl Sync {
             "presence": {"events": presence},
             "to_device": {"events": inbox.events},
             "device_lists": {"changed": device_lists.changed, "left": device_lists.left},
-            "device_one_time_keys_count": key_counts,
-            "device_unused_fallback_key_types": fallback_types,
+            "device_one_time_keys_count": key_counts.0,
+            "device_unused_fallback_key_types": key_counts.1,
         });
         Ok(Some(body))
     }

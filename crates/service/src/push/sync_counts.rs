@@ -68,6 +68,9 @@ pub(crate) async fn add_to_sync(
             "content": PushRules::default_content(user),
         }));
     }
+    if join.is_empty() {
+        return Ok(added);
+    }
     let threaded = filter.room.timeline.unread_thread_notifications;
     let joined_at: HashMap<&str, i64> = memberships
         .iter()
