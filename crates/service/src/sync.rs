@@ -8,6 +8,7 @@ use std::time::Duration;
 use feldpost_storage::{MembershipRecord, Store, StoredEvent};
 use parking_lot::Mutex;
 use ruma::{OwnedRoomId, UserId};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::filter::Filter;
@@ -60,6 +61,79 @@ impl std::fmt::Display for SyncToken {
             write!(f, "_{t}")?;
         }
         Ok(())
+    }
+}
+
+/// A `/sync` response. Its outer shape is the same in every response, so it is written straight
+/// to JSON without a tree of its own (most responses are long polls that ran out, which carry
+/// nothing else); the rooms and events inside are JSON trees.
+pub struct SyncResponse {
+    next_batch: String,
+    join: Map<String, Value>,
+    invite: Map<String, Value>,
+    leave: Map<String, Value>,
+    account_data: Vec<Value>,
+    presence: Vec<Value>,
+    to_device: Vec<Value>,
+    device_lists: crate::keys::DeviceListDelta,
+    keys: Arc<KeyCounts>,
+}
+
+impl SyncResponse {
+    /// The response as a JSON tree (for callers that inspect it; serving writes it directly).
+    pub fn into_value(self) -> Value {
+        serde_json::to_value(&self).unwrap_or(Value::Null)
+    }
+}
+
+/// `{"events": [...]}`
+struct Events<'a>(&'a [Value]);
+
+impl Serialize for Events<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_struct("Events", 1)?;
+        m.serialize_field("events", self.0)?;
+        m.end()
+    }
+}
+
+struct RoomsSection<'a>(&'a SyncResponse);
+
+impl Serialize for RoomsSection<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut m = s.serialize_struct("Rooms", 4)?;
+        m.serialize_field("invite", &r.invite)?;
+        m.serialize_field("join", &r.join)?;
+        m.serialize_field("knock", &Map::new())?;
+        m.serialize_field("leave", &r.leave)?;
+        m.end()
+    }
+}
+
+struct DeviceLists<'a>(&'a crate::keys::DeviceListDelta);
+
+impl Serialize for DeviceLists<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_struct("DeviceLists", 2)?;
+        m.serialize_field("changed", &self.0.changed)?;
+        m.serialize_field("left", &self.0.left)?;
+        m.end()
+    }
+}
+
+impl Serialize for SyncResponse {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_struct("SyncResponse", 8)?;
+        m.serialize_field("account_data", &Events(&self.account_data))?;
+        m.serialize_field("device_lists", &DeviceLists(&self.device_lists))?;
+        m.serialize_field("device_one_time_keys_count", &self.keys.0)?;
+        m.serialize_field("device_unused_fallback_key_types", &self.keys.1)?;
+        m.serialize_field("next_batch", &self.next_batch)?;
+        m.serialize_field("presence", &Events(&self.presence))?;
+        m.serialize_field("rooms", &RoomsSection(self))?;
+        m.serialize_field("to_device", &Events(&self.to_device))?;
+        m.end()
     }
 }
 
@@ -274,7 +348,7 @@ impl Sync {
         device: &str,
         req: SyncRequest,
         shutdown: &tokio::sync::watch::Receiver<bool>,
-    ) -> Result<Value> {
+    ) -> Result<SyncResponse> {
         let deadline = tokio::time::Instant::now() + req.timeout;
         // End-to-end encryption: a `since` token shows which send-to-device messages the device
         // received; they are deleted now, so that none is delivered twice.
@@ -324,7 +398,7 @@ impl Sync {
         req: &SyncRequest,
         memberships: &[MembershipRecord],
         may_wait: bool,
-    ) -> Result<Option<Value>> {
+    ) -> Result<Option<SyncResponse>> {
         let now = SyncToken {
             stream: self.store.current_position(),
             typing: self.typing.current(),
@@ -551,16 +625,17 @@ impl Sync {
         // More messages are waiting than one response carries: the next sync resumes after the
         // last one delivered.
         next.to_device = inbox.resume_after;
-        let body = json!({
-            "next_batch": next.to_string(),
-            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
-            "account_data": {"events": account_data},
-            "presence": {"events": presence},
-            "to_device": {"events": inbox.events},
-            "device_lists": {"changed": device_lists.changed, "left": device_lists.left},
-            "device_one_time_keys_count": key_counts.0,
-            "device_unused_fallback_key_types": key_counts.1,
-        });
+        let body = SyncResponse {
+            next_batch: next.to_string(),
+            join,
+            invite,
+            leave,
+            account_data,
+            presence,
+            to_device: inbox.events,
+            device_lists,
+            keys: key_counts,
+        };
         Ok(Some(body))
     }
 

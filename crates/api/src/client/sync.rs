@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use feldpost_service::ErrorKind;
 use feldpost_service::filter::{Filter, RoomEventFilter};
-use feldpost_service::sync::{SyncRequest, parse_since};
+use feldpost_service::sync::{SyncRequest, SyncResponse, parse_since};
 use feldpost_service::timeline::parse_position;
 use ruma::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
@@ -47,7 +47,7 @@ async fn sync(
     State(state): State<AppState>,
     Auth(r): Auth,
     Query(q): Query<SyncQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SyncResponse>> {
     let s = &state.services;
     let since = q.since.as_deref().map(parse_since).transpose()?;
     let filter = s
