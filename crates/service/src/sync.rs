@@ -79,13 +79,6 @@ pub struct SyncResponse {
     keys: Arc<KeyCounts>,
 }
 
-impl SyncResponse {
-    /// The response as a JSON tree (for callers that inspect it; serving writes it directly).
-    pub fn into_value(self) -> Value {
-        serde_json::to_value(&self).unwrap_or(Value::Null)
-    }
-}
-
 /// `{"events": [...]}`
 struct Events<'a>(&'a [Value]);
 
