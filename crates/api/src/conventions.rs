@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use futures::future::{Either, Map, Ready, ready};
 use tower::{Layer, Service};
@@ -44,7 +44,8 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         if req.method() == Method::OPTIONS {
-            return Either::Left(ready(Ok(cors::preflight())));
+            // A browser's preflight or a client's discovery: the headers alone.
+            return Either::Left(ready(finish(Ok(StatusCode::NO_CONTENT.into_response()))));
         }
         Either::Right(self.0.call(req).map(finish as Finish<S::Error>))
     }

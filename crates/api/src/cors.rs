@@ -1,9 +1,8 @@
 //! Cross-origin resource sharing, as the Client-Server API asks of every server: browser clients
-//! on any origin may call every endpoint, and an `OPTIONS` request is answered with the CORS
-//! headers alone, without running any endpoint's logic.
+//! on any origin may call every endpoint (`conventions` adds these headers to every response and
+//! answers `OPTIONS` with them alone, without running any endpoint's logic).
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, header};
 
 const ALLOW_ORIGIN: HeaderValue = HeaderValue::from_static("*");
 const ALLOW_METHODS: HeaderValue = HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS");
@@ -16,11 +15,4 @@ pub fn add_headers(headers: &mut HeaderMap) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW_ORIGIN);
     headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS);
     headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS);
-}
-
-/// The answer to any `OPTIONS` request (a browser's preflight or a client's discovery).
-pub fn preflight() -> Response {
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    add_headers(resp.headers_mut());
-    resp
 }

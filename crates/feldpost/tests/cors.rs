@@ -76,6 +76,7 @@ async fn options_runs_no_endpoint_logic() {
             .expect("request");
         assert!(resp.status().is_success(), "{path}: {}", resp.status());
         assert_cors(resp.headers());
+        assert!(resp.headers().contains_key("date"), "{path}");
     }
     let (s, b) = srv
         .request(
