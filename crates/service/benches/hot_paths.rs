@@ -334,12 +334,14 @@ fn push_evaluation(c: &mut Criterion) {
             .notifications(&message.0, &state)
             .await
             .expect("evaluate");
-        assert_eq!(evaluated.len(), PUSH_MEMBERS - 1);
+        // Everyone but the sender alike: one room notification, no rows.
+        assert_eq!(evaluated.pushed.len(), PUSH_MEMBERS - 1);
+        assert!(evaluated.room.is_some() && evaluated.rows.is_empty());
         let evaluated = evaluator
             .notifications(&unmatched.0, &state)
             .await
             .expect("evaluate");
-        assert!(evaluated.is_empty());
+        assert!(evaluated.room.is_none() && evaluated.rows.is_empty());
         (members, message, unmatched, state)
     });
     let evaluator = &fx.services.push.evaluator;

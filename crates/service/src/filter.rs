@@ -49,6 +49,15 @@ impl RoomEventFilter {
     }
 
     /// Whether events of this type can pass at all (ephemeral events have no single sender).
+    /// Whether the filter may hide some events of a room it allows.
+    pub fn hides_events(&self) -> bool {
+        self.types.is_some()
+            || !self.not_types.is_empty()
+            || self.senders.is_some()
+            || !self.not_senders.is_empty()
+            || self.contains_url.is_some()
+    }
+
     pub fn type_allowed(&self, kind: &str) -> bool {
         let type_match = |pattern: &String| match pattern.strip_suffix('*') {
             Some(prefix) => kind.starts_with(prefix),

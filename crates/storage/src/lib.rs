@@ -477,24 +477,22 @@ pub trait PushStore: Send + Sync {
     async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> Result<bool>;
     async fn pushers_for_user(&self, user_id: &str) -> Result<Vec<PusherRecord>>;
     async fn all_pushers(&self) -> Result<Vec<PusherRecord>>;
-    /// Records that notifications up to `last_notification_id` were handed to the gateway.
+    /// Records that the user's notifications up to event position `pushed_through` were handed
+    /// to the gateway.
     async fn set_pusher_progress(
         &self,
         user_id: &str,
         app_id: &str,
         pushkey: &str,
-        last_notification_id: i64,
+        pushed_through: i64,
     ) -> Result<()>;
-    /// Stores the notifications one event produced, at one new stream position, which it returns.
-    /// (An event's own notifications go with it, in `persist_event`.) Many rows, or rows behind
-    /// waiting ones, wait too: see `move_pending_notifications`.
-    async fn add_notifications(&self, notifications: Vec<NewNotification>) -> Result<i64>;
-    /// Moves up to `max` waiting notification rows, oldest first, to where /notifications and
-    /// pushers read them (counts read both places). `None` when nothing waited; else the users
-    /// of moved rows that are to be pushed. Rows left waiting at a restart move when the store
-    /// opens.
-    async fn move_pending_notifications(&self, max: usize) -> Result<Option<Vec<String>>>;
-    /// The user's notifications with id below `before` (all when `None`), newest first.
+    /// Moves up to `max` waiting notification rows, oldest first, into the indexed table of all
+    /// rows; every reader reads both. False when nothing waited. Rows left waiting at a restart
+    /// move when the store opens.
+    async fn move_pending_notifications(&self, max: usize) -> Result<bool>;
+    /// The user's notifications (their own rows and the room notifications that reach them)
+    /// of events before position `before` (all when `None`), newest first; a record's `id` is its
+    /// event's position.
     async fn notifications(
         &self,
         user_id: &str,
@@ -502,7 +500,7 @@ pub trait PushStore: Send + Sync {
         limit: u32,
         only_highlight: bool,
     ) -> Result<Vec<NotificationRecord>>;
-    /// Notifications of the user to be pushed with id above `after`, oldest first.
+    /// The user's notifications to be pushed of events after position `after`, oldest first.
     async fn pending_pushes(
         &self,
         user_id: &str,
@@ -515,7 +513,8 @@ pub trait PushStore: Send + Sync {
     /// Unread counts per thread of a room: notifications of events after `floor` (or, for a
     /// thread listed in `thread_floors`, after the larger of the two), among the notification
     /// rows written in stream positions `(window.0, window.1]` — a window lets a cached count
-    /// be brought up to date by adding only what arrived since.
+    /// be brought up to date by adding only what arrived since. Room notifications count only
+    /// for a `member`: a user joined to the room since before `floor`.
     async fn unread_counts(
         &self,
         user_id: &str,
@@ -523,10 +522,20 @@ pub trait PushStore: Send + Sync {
         floor: i64,
         thread_floors: Vec<(String, i64)>,
         window: (i64, i64),
+        member: bool,
     ) -> Result<Vec<ThreadCount>>;
     /// Unread notifications across the rooms the user is joined to (after their join and their
     /// unthreaded receipts), for the badge count that every push carries.
     async fn unread_total(&self, user_id: &str) -> Result<u64>;
+    /// Those of `rooms` with a room notification in `(after, up_to]` not sent by the user: for a
+    /// sync whose filter hid the event itself.
+    async fn rooms_with_room_notifications(
+        &self,
+        user_id: &str,
+        rooms: Vec<String>,
+        after: i64,
+        up_to: i64,
+    ) -> Result<Vec<String>>;
     /// Rooms in which the user's notifications changed in stream positions `(after, up_to]`.
     async fn rooms_with_new_notifications(
         &self,

@@ -17,8 +17,8 @@ pub struct PusherRecord {
     pub device_id: Option<String>,
     /// When the pushkey was last set, in milliseconds.
     pub pushkey_ts: i64,
-    /// The last notification id handed to the gateway.
-    pub last_notification_id: i64,
+    /// The position of the last notified event handed to the gateway.
+    pub pushed_through: i64,
 }
 
 /// A notification for one user, produced when an event matched a push rule with `notify`.
@@ -40,7 +40,27 @@ pub struct NewNotification {
     pub ts: i64,
 }
 
-/// A stored notification.
+/// A notification that reaches every local member of the room joined before the event the same
+/// way, but for the event's sender and the members given a `NewNotification` of their own for the
+/// event (one with `notify: false` for a member it does not notify at all). A message into a
+/// large room is one of these instead of a row per member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRoomNotification {
+    pub room_id: String,
+    pub event_id: String,
+    pub sender: String,
+    /// `main` or the thread root's event id.
+    pub thread_id: String,
+    pub highlight: bool,
+    /// Whether it is to be pushed.
+    pub push: bool,
+    /// The matched rule's actions as JSON text.
+    pub actions: String,
+    pub ts: i64,
+}
+
+/// A stored notification of one user (from a row of their own or a room notification); `id` is
+/// its event's stream position, by which listings page and pushers keep their place.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotificationRecord {
     pub id: i64,

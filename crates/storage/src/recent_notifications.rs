@@ -11,6 +11,10 @@
 //! position, so a reader that takes the current position and then asks never misses a row at or
 //! below it. Each user's tail knows the position after which it is complete; a question reaching
 //! further back goes to the database. Bounded by rows: the oldest leave first.
+//!
+//! Room notifications (one for all members of a large room, see `NewRoomNotification`) have tails
+//! of their own, per room, under the same rules; a member's count adds those the member has no
+//! row of their own for.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,6 +27,9 @@ use crate::ThreadCount;
 const MAX_ROWS: usize = 100_000;
 /// Rows held per user at most.
 const PER_USER: usize = 64;
+/// Room notifications held in total, and per room.
+const MAX_ROOM_ROWS: usize = 20_000;
+const PER_ROOM: usize = 64;
 
 /// A notification row as the tails keep it.
 #[derive(Debug, Clone)]
@@ -38,10 +45,21 @@ pub(crate) struct TailRow {
     pub stream: i64,
 }
 
+/// A room notification as the tails keep it; its position is its event's.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomTailRow {
+    pub room_id: String,
+    pub sender: String,
+    pub thread_id: String,
+    pub highlight: bool,
+    pub event_stream: i64,
+}
+
 /// A change for the tails, collected during a write and applied when it commits.
 #[derive(Debug, Clone)]
 pub(crate) enum NotificationChange {
     Row(TailRow),
+    Room(RoomTailRow),
     /// Rows were deleted (a room purged): forget every tail.
     ForgetAll,
 }
@@ -58,6 +76,23 @@ struct Inner {
     /// A user without a tail has no rows in memory after this position: everything before it
     /// may exist only in the database (written before start, or evicted since).
     floor: i64,
+    /// The same three for room notifications.
+    rooms: HashMap<Arc<str>, RoomTail>,
+    room_order: VecDeque<(Arc<str>, i64)>,
+    room_floor: i64,
+}
+
+struct RoomTail {
+    /// Every room notification with a position above this is in `rows`.
+    complete_after: i64,
+    rows: VecDeque<RoomRow>,
+}
+
+struct RoomRow {
+    sender: Arc<str>,
+    thread_id: Arc<str>,
+    highlight: bool,
+    event_stream: i64,
 }
 
 struct Tail {
@@ -84,6 +119,9 @@ impl RecentNotifications {
                 order: VecDeque::new(),
                 rows: 0,
                 floor: position,
+                rooms: HashMap::new(),
+                room_order: VecDeque::new(),
+                room_floor: position,
             }),
         }
     }
@@ -98,6 +136,7 @@ impl RecentNotifications {
         for change in changes {
             match change {
                 NotificationChange::Row(r) => inner.push(r),
+                NotificationChange::Room(r) => inner.push_room(r),
                 NotificationChange::ForgetAll => inner.reset(last),
             }
         }
@@ -123,9 +162,10 @@ impl RecentNotifications {
         Some(rooms)
     }
 
-    /// What rows written in `(after, up_to]` add to the user's unread counts in the room, per
-    /// thread — the same answer as the database's windowed count — or `None` when the tails
-    /// cannot tell.
+    /// What notifications written in `(after, up_to]` add to the user's unread counts in the
+    /// room, per thread — the same answer as the database's windowed count — or `None` when the
+    /// tails cannot tell. Room notifications count only for a `member` (joined before `floor`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn counts(
         &self,
         user: &str,
@@ -134,25 +174,46 @@ impl RecentNotifications {
         thread_floors: &[(String, i64)],
         after: i64,
         up_to: i64,
+        member: bool,
     ) -> Option<Vec<ThreadCount>> {
         let inner = self.inner.lock();
-        let rows = inner.rows_after(user, after)?;
-        let mut counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-        for r in rows {
-            if r.stream > up_to || !r.notify || &*r.room_id != room {
-                continue;
-            }
-            // A thread's own receipt may be further along than the unthreaded one.
-            let thread_floor = thread_floors
+        let own: Vec<&Row> = inner
+            .rows_after(user, after)?
+            .filter(|r| r.stream <= up_to && &*r.room_id == room)
+            .collect();
+        let shared = if member {
+            Some(inner.room_rows_after(room, after)?)
+        } else {
+            None
+        };
+        // A thread's own receipt may be further along than the unthreaded one.
+        let floor_of = |thread: &str| {
+            thread_floors
                 .iter()
-                .find(|(t, _)| t.as_str() == &*r.thread_id)
-                .map_or(floor, |(_, s)| (*s).max(floor));
-            if r.event_stream <= thread_floor {
+                .find(|(t, _)| t.as_str() == thread)
+                .map_or(floor, |(_, s)| (*s).max(floor))
+        };
+        let mut counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for r in &own {
+            if !r.notify || r.event_stream <= floor_of(&r.thread_id) {
                 continue;
             }
             let c = counts.entry(&*r.thread_id).or_default();
             c.0 += 1;
             c.1 += u64::from(r.highlight);
+        }
+        for b in shared.into_iter().flatten() {
+            // A row of the user's own for the event replaces the room's.
+            if b.event_stream > up_to
+                || &*b.sender == user
+                || b.event_stream <= floor_of(&b.thread_id)
+                || own.iter().any(|r| r.event_stream == b.event_stream)
+            {
+                continue;
+            }
+            let c = counts.entry(&*b.thread_id).or_default();
+            c.0 += 1;
+            c.1 += u64::from(b.highlight);
         }
         Some(
             counts
@@ -182,6 +243,58 @@ impl Inner {
             None if self.floor <= after => Some(Box::new(std::iter::empty())),
             None => None,
         }
+    }
+
+    /// The room notifications written after `after`, or `None` if some may be missing.
+    fn room_rows_after<'a>(
+        &'a self,
+        room: &str,
+        after: i64,
+    ) -> Option<Box<dyn Iterator<Item = &'a RoomRow> + 'a>> {
+        match self.rooms.get(room) {
+            Some(tail) if tail.complete_after <= after => Some(Box::new(
+                tail.rows
+                    .iter()
+                    .rev()
+                    .take_while(move |r| r.event_stream > after),
+            )),
+            Some(_) => None,
+            None if self.room_floor <= after => Some(Box::new(std::iter::empty())),
+            None => None,
+        }
+    }
+
+    fn push_room(&mut self, row: RoomTailRow) {
+        let room: Arc<str> = match self.rooms.get_key_value(row.room_id.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(row.room_id.as_str()),
+        };
+        let floor = self.room_floor;
+        let tail = self.rooms.entry(room.clone()).or_insert_with(|| RoomTail {
+            complete_after: floor.min(row.event_stream - 1),
+            rows: VecDeque::new(),
+        });
+        if tail
+            .rows
+            .back()
+            .is_some_and(|b| b.event_stream >= row.event_stream)
+        {
+            // Out of order cannot happen with one writer; never guess, start this room over.
+            tail.rows.clear();
+            tail.complete_after = row.event_stream - 1;
+        }
+        tail.rows.push_back(RoomRow {
+            sender: Arc::from(row.sender.as_str()),
+            thread_id: Arc::from(row.thread_id.as_str()),
+            highlight: row.highlight,
+            event_stream: row.event_stream,
+        });
+        if tail.rows.len() > PER_ROOM
+            && let Some(old) = tail.rows.pop_front()
+        {
+            tail.complete_after = tail.complete_after.max(old.event_stream);
+        }
+        self.room_order.push_back((room, row.event_stream));
     }
 
     fn push(&mut self, row: TailRow) {
@@ -232,11 +345,33 @@ impl Inner {
         self.order.clear();
         self.rows = 0;
         self.floor = self.floor.max(position);
+        self.rooms.clear();
+        self.room_order.clear();
+        self.room_floor = self.room_floor.max(position);
     }
 
     /// Drops the oldest rows until within budget. `order` may name rows that already left
     /// (through `PER_USER`); those entries are skipped.
     fn evict(&mut self) {
+        // `room_order` has an entry per room notification ever held; once over budget, the
+        // oldest are dropped with everything in their room up to them.
+        while self.room_order.len() > MAX_ROOM_ROWS {
+            let Some((room, stream)) = self.room_order.pop_front() else {
+                break;
+            };
+            let Some(tail) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            while tail.rows.front().is_some_and(|r| r.event_stream <= stream) {
+                if let Some(old) = tail.rows.pop_front() {
+                    tail.complete_after = tail.complete_after.max(old.event_stream);
+                }
+            }
+            if tail.rows.is_empty() {
+                self.room_floor = self.room_floor.max(tail.complete_after);
+                self.rooms.remove(&room);
+            }
+        }
         while self.rows > MAX_ROWS || self.order.len() > 2 * MAX_ROWS {
             let Some((user, stream)) = self.order.pop_front() else {
                 break;
@@ -308,17 +443,17 @@ mod tests {
             ],
             10,
         );
-        let c = t.counts("@a:x", "!r:x", 1, &[], 0, 10).unwrap();
+        let c = t.counts("@a:x", "!r:x", 1, &[], 0, 10, true).unwrap();
         let main = c.iter().find(|c| c.thread_id == "main").unwrap();
         assert_eq!((main.notifications, main.highlights), (1, 1));
         let thread = c.iter().find(|c| c.thread_id == "$root").unwrap();
         assert_eq!(thread.notifications, 1);
         // The thread's own receipt covers its row; the window excludes the first two rows.
         let c = t
-            .counts("@a:x", "!r:x", 0, &[("$root".into(), 5)], 0, 10)
+            .counts("@a:x", "!r:x", 0, &[("$root".into(), 5)], 0, 10, true)
             .unwrap();
         assert!(c.iter().all(|c| c.thread_id == "main"));
-        let c = t.counts("@a:x", "!r:x", 0, &[], 4, 10).unwrap();
+        let c = t.counts("@a:x", "!r:x", 0, &[], 4, 10, true).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].thread_id, "$root");
     }

@@ -123,6 +123,9 @@ pub struct NewEvent {
     /// The notifications the event raises, stored in the same write so that a sync sees the
     /// event and the unread counts it changes together. Their `event_stream` is set here.
     pub notifications: Vec<crate::NewNotification>,
+    /// What the event raises for most members alike (see `NewRoomNotification`); the
+    /// `notifications` are then the exceptions.
+    pub room_notification: Option<crate::NewRoomNotification>,
 }
 
 #[derive(Debug, Clone)]
@@ -237,7 +240,7 @@ pub struct PersistedEvent {
     pub existing: Option<String>,
     /// The state group after the event (new for a state event).
     pub state_group_after: Option<i64>,
-    /// Its notifications wait in the queue of rows still to be moved into place (see
-    /// `PushStore::move_pending_notifications`): a pusher learns of them only after that.
+    /// Its notification rows wait in the table of rows still to be moved into place (see
+    /// `PushStore::move_pending_notifications`); they are read there meanwhile.
     pub notifications_waiting: bool,
 }

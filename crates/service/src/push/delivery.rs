@@ -7,7 +7,7 @@
 //! Every push is content-free (`event_id_only`: event id, room id, counts, devices, priority)
 //! unless the operator allowed more for the pusher's app id and the pusher asked for it.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +50,8 @@ pub struct Delivery {
     http: Outbound,
     gateway: Arc<Gateway>,
     local: Arc<LocalBases>,
-    workers: Mutex<HashMap<PusherKey, Worker>>,
+    /// Ordered by user first, so that a user's pushers are found without a scan of all.
+    workers: Mutex<BTreeMap<PusherKey, Worker>>,
 }
 
 /// The tweaks of a rule's actions as the gateway expects them.
@@ -152,15 +153,19 @@ impl Delivery {
 
     /// Wakes the workers of a user's pushers: new notifications are waiting.
     pub fn kick_user(&self, user_id: &str) {
-        for (k, w) in self.workers.lock().iter() {
-            if k.0 == user_id {
-                w.wake.notify_one();
-            }
+        let from = (user_id.to_owned(), String::new(), String::new());
+        for (_, w) in self
+            .workers
+            .lock()
+            .range(from..)
+            .take_while(|(k, _)| k.0 == user_id)
+        {
+            w.wake.notify_one();
         }
     }
 
     async fn run(self: Arc<Self>, pusher: PusherRecord, wake: Arc<Notify>) {
-        let mut last = pusher.last_notification_id;
+        let mut last = pusher.pushed_through;
         loop {
             let batch = match self.store.pending_pushes(&pusher.user_id, last, 50).await {
                 Ok(b) => b,

@@ -6,11 +6,17 @@
 //! commit, every message woke each recipient a second time for its counts alone.
 //!
 //! Quiet hours decide only whether a notification is pushed; it is stored and counted anyway.
+//!
+//! When most joined members get the same outcome (in a group, nearly always: the default rules
+//! notify everyone alike, and only the mentioned, the muted and those in quiet hours differ),
+//! that outcome is stored once, as a room notification, and rows are stored only for the members
+//! whose outcome differs. A message into a room of 2,000 members is then one row and a few
+//! exceptions instead of 2,000 rows at random places in the per-user indexes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use feldpost_storage::{NewNotification, Store};
+use feldpost_storage::{NewNotification, NewRoomNotification, Store};
 use parking_lot::Mutex;
 use ruma::events::TimelineEventType;
 use ruma::events::room::power_levels::{
@@ -27,6 +33,7 @@ use super::rules::{self, DefaultRules, PushRules};
 use super::{Clock, ClockCell};
 use crate::account_data::AccountData;
 use crate::pdu::Pdu;
+use crate::rooms::EventNotifications;
 use crate::rooms::Rooms;
 use crate::rooms::append::now_ms;
 use crate::rooms::state::StateMap;
@@ -34,6 +41,17 @@ use crate::{Error, Result};
 
 /// Relation hops followed to find an event's thread (the spec's recommendation).
 const MAX_THREAD_HOPS: usize = 3;
+
+/// Joined members that must share an outcome for it to be stored as a room notification.
+const ROOM_NOTIFICATION_MIN: usize = 2;
+
+/// What an event does for one recipient that it notifies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Outcome {
+    highlight: bool,
+    push: bool,
+    actions: String,
+}
 
 /// Users whose quiet-hours schedule (or its absence) is kept in memory at most.
 const SCHEDULE_CACHE_LIMIT: usize = 100_000;
@@ -48,6 +66,80 @@ pub struct Evaluator {
     pub(super) account_data: Arc<AccountData>,
     pub(super) clock: Arc<ClockCell>,
     pub(super) quiet: QuietHoursConfig,
+}
+
+/// Turns the recipients' outcomes into what is stored: the joined members' most common outcome,
+/// if it notifies and enough share it, becomes a room notification, and rows are kept for the
+/// rest (a row with `notify: false` for a joined member not notified at all).
+fn store_as(
+    outcomes: Vec<(&UserId, bool, Option<Outcome>)>,
+    room_id: &str,
+    event_id: &str,
+    sender: &str,
+    thread_id: String,
+) -> EventNotifications {
+    let mut tally: HashMap<&Outcome, usize> = HashMap::new();
+    let mut silent = 0;
+    for (_, joined, outcome) in &outcomes {
+        match (joined, outcome) {
+            (true, Some(o)) => *tally.entry(o).or_default() += 1,
+            (true, None) => silent += 1,
+            _ => {}
+        }
+    }
+    // Ties go to the outcome that sorts first, so the choice does not depend on hashing.
+    let shared: Option<Outcome> = tally
+        .into_iter()
+        .filter(|(_, n)| *n >= ROOM_NOTIFICATION_MIN && *n > silent)
+        .max_by(|a, b| {
+            a.1.cmp(&b.1).then_with(|| {
+                (b.0.highlight, b.0.push, &b.0.actions).cmp(&(
+                    a.0.highlight,
+                    a.0.push,
+                    &a.0.actions,
+                ))
+            })
+        })
+        .map(|(o, _)| o.clone());
+    let ts = now_ms();
+    let row = |user: &UserId, o: Option<&Outcome>| NewNotification {
+        user_id: user.as_str().to_owned(),
+        room_id: room_id.to_owned(),
+        event_id: event_id.to_owned(),
+        // Set when the event is stored.
+        event_stream: 0,
+        thread_id: thread_id.clone(),
+        notify: o.is_some(),
+        highlight: o.is_some_and(|o| o.highlight),
+        push: o.is_some_and(|o| o.push),
+        actions: o.map_or_else(|| "[]".to_owned(), |o| o.actions.clone()),
+        profile_tag: None,
+        ts,
+    };
+    let mut out = EventNotifications::default();
+    for (user, joined, outcome) in &outcomes {
+        if outcome.as_ref().is_some_and(|o| o.push) {
+            out.pushed.push(user.as_str().to_owned());
+        }
+        match (&shared, outcome) {
+            (Some(s), Some(o)) if *joined && s == o => {}
+            // Without a room notification, or for an invitee, silence needs no row.
+            (None, None) => {}
+            (_, None) if !*joined => {}
+            _ => out.rows.push(row(user, outcome.as_ref())),
+        }
+    }
+    out.room = shared.map(|o| NewRoomNotification {
+        room_id: room_id.to_owned(),
+        event_id: event_id.to_owned(),
+        sender: sender.to_owned(),
+        thread_id,
+        highlight: o.highlight,
+        push: o.push,
+        actions: o.actions,
+        ts,
+    });
+    out
 }
 
 impl Evaluator {
@@ -134,9 +226,9 @@ impl Evaluator {
                 >= UserPowerLevel::Int(ruma::Int::new_saturating(q.urgent_power_level))
     }
 
-    /// Evaluates an event, not yet stored, for everyone it may notify: the notification rows to
+    /// Evaluates an event, not yet stored, for everyone it may notify: the notifications to
     /// store with it. `state` is the room's state after the event.
-    pub async fn notifications(&self, pdu: &Pdu, state: &StateMap) -> Result<Vec<NewNotification>> {
+    pub async fn notifications(&self, pdu: &Pdu, state: &StateMap) -> Result<EventNotifications> {
         let members = self.store.room_members(pdu.room_id.as_str()).await?;
         // The members once the event is stored: a membership event changes its target's.
         let target = match (&pdu.kind, &pdu.state_key) {
@@ -175,7 +267,7 @@ impl Evaluator {
             .filter(|u| u.server_name() == server)
             .collect();
         if recipients.is_empty() {
-            return Ok(vec![]);
+            return Ok(EventNotifications::default());
         }
         // After a start nothing is cached yet: the recipients' rules and schedules are read in
         // two hops instead of two per recipient.
@@ -200,12 +292,11 @@ impl Evaluator {
             String::new(),
         )
         .with_power_levels(levels.clone().into());
-        let room_id = pdu.room_id.to_string();
-        let event_id = pdu.event_id.to_string();
 
-        // Sized up front: rows are large, and growing the vector for 2,000 recipients copied
-        // them over and over into freshly faulted memory.
-        let mut rows = Vec::with_capacity(recipients.len());
+        // Each recipient's outcome (`None`: not notified), and whether they are joined (an
+        // invitee is not: a room notification reaches joined members only).
+        let mut outcomes: Vec<(&UserId, bool, Option<Outcome>)> =
+            Vec::with_capacity(recipients.len());
         for uid in recipients {
             let own = self.rules.own_rules(uid).await?;
             let shared = match own {
@@ -229,7 +320,9 @@ impl Evaluator {
                     rules::actions_for(resolved.as_ref().unwrap_or(&rules), &event, &ctx).await
                 }
             };
+            let joined = invitee != Some(uid.as_str());
             if !actions.iter().any(Action::should_notify) {
+                outcomes.push((uid, joined, None));
                 continue;
             }
             let highlight = actions.iter().any(Action::is_highlight);
@@ -238,22 +331,23 @@ impl Evaluator {
             } else {
                 self.quiet_reason(uid, now).await?
             };
-            rows.push(NewNotification {
-                user_id: uid.as_str().to_owned(),
-                room_id: room_id.clone(),
-                event_id: event_id.clone(),
-                // Set when the event is stored.
-                event_stream: 0,
-                thread_id: thread_id.clone(),
-                notify: true,
-                highlight,
-                push: quiet.is_none(),
-                actions: serde_json::to_string(&actions).unwrap_or_else(|_| "[]".into()),
-                profile_tag: None,
-                ts: now_ms(),
-            });
+            outcomes.push((
+                uid,
+                joined,
+                Some(Outcome {
+                    highlight,
+                    push: quiet.is_none(),
+                    actions: serde_json::to_string(&actions).unwrap_or_else(|_| "[]".into()),
+                }),
+            ));
         }
-        Ok(rows)
+        Ok(store_as(
+            outcomes,
+            pdu.room_id.as_str(),
+            pdu.event_id.as_str(),
+            pdu.sender.as_str(),
+            thread_id,
+        ))
     }
 
     /// The member's display name in the room, or their localpart.
@@ -350,5 +444,81 @@ impl Evaluator {
                 &self.quiet.holidays,
             )
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(highlight: bool, push: bool) -> Option<Outcome> {
+        Some(Outcome {
+            highlight,
+            push,
+            actions: r#"["notify"]"#.into(),
+        })
+    }
+
+    fn users(n: usize) -> Vec<OwnedUserId> {
+        (0..n)
+            .map(|i| OwnedUserId::try_from(format!("@u{i}:x")).expect("id"))
+            .collect()
+    }
+
+    fn stored(outcomes: Vec<(&UserId, bool, Option<Outcome>)>) -> EventNotifications {
+        store_as(outcomes, "!r:x", "$e", "@s:x", "main".into())
+    }
+
+    #[test]
+    fn the_common_outcome_is_stored_once_and_the_rest_as_rows() {
+        let u = users(6);
+        let n = stored(vec![
+            (&u[0], true, outcome(false, true)),
+            (&u[1], true, outcome(false, true)),
+            (&u[2], true, outcome(false, true)),
+            (&u[3], true, outcome(true, true)),
+            (&u[4], true, None),
+            // An invitee is never reached by the room notification.
+            (&u[5], false, outcome(false, true)),
+        ]);
+        let room = n.room.expect("room notification");
+        assert!(room.push && !room.highlight);
+        assert_eq!(room.sender, "@s:x");
+        let rows: Vec<(&str, bool, bool)> = n
+            .rows
+            .iter()
+            .map(|r| (r.user_id.as_str(), r.notify, r.highlight))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("@u3:x", true, true),
+                ("@u4:x", false, false),
+                ("@u5:x", true, false)
+            ]
+        );
+        assert_eq!(n.pushed, vec!["@u0:x", "@u1:x", "@u2:x", "@u3:x", "@u5:x"]);
+    }
+
+    #[test]
+    fn rows_only_when_no_notifying_outcome_is_common() {
+        let u = users(4);
+        // One recipient: a row.
+        let n = stored(vec![(&u[0], true, outcome(false, true))]);
+        assert!(n.room.is_none());
+        assert_eq!(n.rows.len(), 1);
+        // Mostly silent (a muted room): rows for the notified only, none for the silent.
+        let n = stored(vec![
+            (&u[0], true, outcome(false, false)),
+            (&u[1], true, outcome(false, false)),
+            (&u[2], true, None),
+            (&u[3], true, None),
+        ]);
+        assert!(n.room.is_none());
+        assert_eq!(n.rows.len(), 2);
+        assert!(n.pushed.is_empty(), "quiet hours push nothing");
+        // Nobody notified: nothing at all.
+        let n = stored(vec![(&u[0], true, None), (&u[1], true, None)]);
+        assert!(n.room.is_none() && n.rows.is_empty() && n.pushed.is_empty());
     }
 }

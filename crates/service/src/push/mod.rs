@@ -107,17 +107,17 @@ impl crate::rooms::EventHook for Hook {
         &'a self,
         pdu: &'a Pdu,
         state: &'a crate::rooms::StateMap,
-    ) -> futures::future::BoxFuture<'a, Vec<feldpost_storage::NewNotification>> {
+    ) -> futures::future::BoxFuture<'a, crate::rooms::EventNotifications> {
         Box::pin(async move {
             let Some(evaluator) = self.evaluator.upgrade() else {
-                return vec![];
+                return Default::default();
             };
             match evaluator.notifications(pdu, state).await {
-                Ok(rows) => rows,
+                Ok(n) => n,
                 Err(e) => {
                     // The message matters more than its notification: it is stored without.
                     tracing::warn!(error = %e, event = %pdu.event_id, "push evaluation failed");
-                    vec![]
+                    Default::default()
                 }
             }
         })
@@ -125,9 +125,10 @@ impl crate::rooms::EventHook for Hook {
 
     fn stored(&self, pdu: &Arc<Pdu>, stream: i64, pushed: &[String], waiting: bool) {
         if waiting {
-            // Pushers read the rows once moved; the mover wakes them then.
             self.mover.notify_one();
-        } else if let Some(delivery) = self.delivery.upgrade() {
+        }
+        // Pushers read waiting rows where they are.
+        if let Some(delivery) = self.delivery.upgrade() {
             for user in pushed {
                 delivery.kick_user(user);
             }
@@ -211,6 +212,8 @@ fn counts_key(user: &UserId, room: &RoomId) -> Box<str> {
 /// Counts as of stream position `at`, with the floors they were counted from.
 struct CachedCounts {
     at: i64,
+    /// Whether the user was joined (room notifications count only then).
+    member: bool,
     floor: i64,
     thread_floors: Vec<(String, i64)>,
     counts: RoomCounts,
@@ -359,17 +362,13 @@ impl Push {
         });
     }
 
-    /// Moves waiting notification rows into place, a chunk per write, and wakes the pushers of
-    /// their users; retries after a failed write until nothing waits.
+    /// Moves waiting notification rows into place, a chunk per write; retries after a failed
+    /// write until nothing waits.
     async fn move_waiting_notifications(&self) {
         loop {
             match self.store.move_pending_notifications(MOVE_CHUNK).await {
-                Ok(None) => return,
-                Ok(Some(pushed)) => {
-                    for user in &pushed {
-                        self.delivery.kick_user(user);
-                    }
-                }
+                Ok(false) => return,
+                Ok(true) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "moving notification rows failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -391,11 +390,23 @@ impl Push {
         let key = counts_key(user, room);
         let now = self.store.current_position();
         let cached = self.counts.lock().get(&key).and_then(|c| {
-            (!changes.reads_changed(user.as_str(), c.at))
-                .then(|| (c.at, c.floor, c.thread_floors.clone(), c.counts.clone()))
+            (!changes.reads_changed(user.as_str(), c.at)).then(|| {
+                (
+                    c.at,
+                    c.member,
+                    c.floor,
+                    c.thread_floors.clone(),
+                    c.counts.clone(),
+                )
+            })
         });
-        if let Some((at, floor, thread_floors, mut counts)) = cached {
-            if now > at && changes.notifications_changed(user.as_str(), at) {
+        if let Some((at, member, floor, thread_floors, mut counts)) = cached {
+            // New rows of the user's own, or a room notification (written with an event, which
+            // touches the room).
+            if now > at
+                && (changes.notifications_changed(user.as_str(), at)
+                    || (member && changes.room_changed(room.as_str(), at)))
+            {
                 let delta = self
                     .store
                     .unread_counts(
@@ -404,6 +415,7 @@ impl Push {
                         floor,
                         thread_floors.clone(),
                         (at, now),
+                        member,
                     )
                     .await?;
                 for c in delta {
@@ -413,6 +425,7 @@ impl Push {
             let mut cache = self.counts.lock();
             if let Some(c) = cache.get_mut(&key)
                 && c.at < now
+                && c.member == member
                 && c.floor == floor
                 && c.thread_floors == thread_floors
             {
@@ -427,21 +440,21 @@ impl Push {
             .await?;
         // Events before the user joined never count (the invite that brought them in, say).
         let joined_at = match joined_at {
-            Some(at) => at,
+            Some(at) => Some(at),
             None => self
                 .store
                 .membership(room.as_str(), user.as_str())
                 .await?
                 .filter(|m| m.membership == "join")
-                .map(|m| m.stream)
-                .unwrap_or(0),
+                .map(|m| m.stream),
         };
+        let member = joined_at.is_some();
         let floor = positions
             .iter()
             .find(|(t, _)| t.is_empty())
             .map(|(_, s)| *s)
             .unwrap_or(0)
-            .max(joined_at);
+            .max(joined_at.unwrap_or(0));
         let thread_floors: Vec<(String, i64)> = positions
             .into_iter()
             .filter(|(t, _)| !t.is_empty())
@@ -454,6 +467,7 @@ impl Push {
                 floor,
                 thread_floors.clone(),
                 (i64::MIN, now),
+                member,
             )
             .await?;
         let mut counts = RoomCounts::default();
@@ -468,6 +482,7 @@ impl Push {
             key,
             CachedCounts {
                 at: now,
+                member,
                 floor,
                 thread_floors,
                 counts: counts.clone(),

@@ -180,7 +180,7 @@ impl Pushers {
             data: data.to_string(),
             device_id: device_id.map(str::to_owned),
             pushkey_ts: now_ms(),
-            last_notification_id: 0,
+            pushed_through: 0,
         };
         self.store.set_pusher(record, append).await?;
         if !append {

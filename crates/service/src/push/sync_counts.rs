@@ -41,14 +41,38 @@ pub(crate) async fn add_to_sync(
         notifications_changed,
     } = window;
     let mut added = false;
-    // No new notification rows, no rooms with new counts.
-    if !initial && notifications_changed {
+    if !initial {
         let joined: HashSet<&str> = memberships
             .iter()
             .filter(|m| m.membership == "join")
             .map(|m| m.room_id.as_str())
             .collect();
-        for room in push.rooms_with_new_notifications(user, since, now).await? {
+        // No new notification rows, no rooms with new counts from them.
+        let mut rooms = if notifications_changed {
+            push.rooms_with_new_notifications(user, since, now).await?
+        } else {
+            vec![]
+        };
+        // A room notification comes with its event, whose room is in the response unless the
+        // filter hid the event: then the changed rooms missing from it are looked at.
+        let changes = push.store.changes();
+        let hidden: Vec<String> = if filter.room.timeline.hides_events() {
+            joined
+                .iter()
+                .filter(|r| !join.contains_key(**r) && changes.room_changed(r, since))
+                .map(|r| (*r).to_owned())
+                .collect()
+        } else {
+            vec![]
+        };
+        if !hidden.is_empty() {
+            rooms.extend(
+                push.store
+                    .rooms_with_room_notifications(user.as_str(), hidden, since, now)
+                    .await?,
+            );
+        }
+        for room in rooms {
             if joined.contains(room.as_str())
                 && filter.room_allowed(&room)
                 && !join.contains_key(&room)
@@ -57,8 +81,7 @@ pub(crate) async fn add_to_sync(
                 added = true;
             }
         }
-    } else if initial
-        && filter.account_data.matches(PUSH_RULES_TYPE, user.as_str())
+    } else if filter.account_data.matches(PUSH_RULES_TYPE, user.as_str())
         && !account_data
             .iter()
             .any(|e| e.get("type").and_then(Value::as_str) == Some(PUSH_RULES_TYPE))

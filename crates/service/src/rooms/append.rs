@@ -478,12 +478,11 @@ impl Rooms {
             _ => None,
         };
         let redacted_target = redaction.as_ref().map(|(t, _)| t.clone());
-        let notifications = self.notifications_for(&pdu, &new_state).await;
-        let pushed: Vec<String> = notifications
-            .iter()
-            .filter(|n| n.push)
-            .map(|n| n.user_id.clone())
-            .collect();
+        let super::EventNotifications {
+            rows: notifications,
+            room: room_notification,
+            pushed,
+        } = self.notifications_for(&pdu, &new_state).await;
         let persisted = self
             .store
             .persist_event(NewEvent {
@@ -504,6 +503,7 @@ impl Rooms {
                 txn,
                 redaction,
                 notifications,
+                room_notification,
             })
             .await?;
         if let Some(existing) = persisted.existing {

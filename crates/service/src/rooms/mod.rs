@@ -12,7 +12,7 @@ pub mod visibility;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use feldpost_storage::{NewNotification, Store};
+use feldpost_storage::{NewNotification, NewRoomNotification, Store};
 use parking_lot::Mutex;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomVersionId};
 
@@ -52,6 +52,16 @@ pub struct Rooms {
     event_hook: std::sync::OnceLock<Arc<dyn EventHook>>,
 }
 
+/// What push stores with an event: rows for single users, and a room notification for most
+/// members alike (then the rows are the exceptions).
+#[derive(Debug, Default)]
+pub struct EventNotifications {
+    pub rows: Vec<NewNotification>,
+    pub room: Option<NewRoomNotification>,
+    /// The users with a notification to push (through a row or the room notification).
+    pub pushed: Vec<String>,
+}
+
 /// What the push layer does around storing an event.
 pub trait EventHook: Send + Sync {
     /// The notifications `pdu` raises, given the room's state after it; they are stored in the
@@ -60,11 +70,11 @@ pub trait EventHook: Send + Sync {
         &'a self,
         pdu: &'a Pdu,
         state: &'a StateMap,
-    ) -> futures::future::BoxFuture<'a, Vec<NewNotification>>;
+    ) -> futures::future::BoxFuture<'a, EventNotifications>;
 
     /// Called once the event and its notifications are durable, with the users whose
-    /// notification is to be pushed, and whether the rows wait to be moved into place
-    /// (`PushStore::move_pending_notifications`) before pushers can read them. Never blocks.
+    /// notification is to be pushed, and whether rows wait to be moved into place
+    /// (`PushStore::move_pending_notifications`). Never blocks.
     fn stored(&self, pdu: &Arc<Pdu>, stream: i64, pushed: &[String], waiting: bool);
 }
 
@@ -102,15 +112,15 @@ impl Rooms {
         let _ = self.event_hook.set(hook);
     }
 
-    /// The notification rows to store with `pdu` (none without push).
+    /// The notifications to store with `pdu` (none without push).
     pub(crate) async fn notifications_for(
         &self,
         pdu: &Pdu,
         state: &StateMap,
-    ) -> Vec<NewNotification> {
+    ) -> EventNotifications {
         match self.event_hook.get() {
             Some(h) => h.notifications(pdu, state).await,
-            None => vec![],
+            None => EventNotifications::default(),
         }
     }
 

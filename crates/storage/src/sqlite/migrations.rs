@@ -27,6 +27,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_pending_notifications",
         include_str!("migrations/0008_pending_notifications.sql"),
     ),
+    (
+        "0009_room_notifications",
+        include_str!("migrations/0009_room_notifications.sql"),
+    ),
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

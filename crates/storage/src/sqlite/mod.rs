@@ -92,6 +92,11 @@ impl Positions<'_> {
         p
     }
 
+    /// The highest position handed out so far: every later write's positions are above it.
+    pub(crate) fn allocated(&self) -> i64 {
+        self.allocated.load(Ordering::SeqCst)
+    }
+
     /// Records that this write changed `key`; a write that touches something takes a position.
     pub(crate) fn touch(&mut self, key: ChangeKey) {
         if self.last.is_none() {
@@ -171,10 +176,11 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let mut writer = open(path, OpenFlags::default())?;
         migrations::apply(&mut writer)?;
-        // Notification rows a stop left waiting: moved before anyone reads.
+        // Notification rows a stop left waiting: moved at once (they are read where they are,
+        // but only the running server's mover empties the table).
         {
             let tx = writer.transaction()?;
-            while push::move_pending_notifications(&tx, 10_000)?.is_some() {}
+            while push::move_pending_notifications(&tx, 10_000)? {}
             tx.commit()?;
         }
         let max: i64 =

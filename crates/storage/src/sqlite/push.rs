@@ -6,15 +6,41 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::{CachedExt, Positions, SqliteStore};
-use crate::recent_notifications::{NotificationChange, TailRow};
-use crate::{NewNotification, NotificationRecord, PushStore, PusherRecord, Result, ThreadCount};
+use crate::recent_notifications::{NotificationChange, RoomTailRow, TailRow};
+use crate::{
+    NewNotification, NewRoomNotification, NotificationRecord, PushStore, PusherRecord, Result,
+    ThreadCount,
+};
 
 const PUSHER_COLUMNS: &str =
     "user_id, app_id, pushkey, kind, app_display_name, device_display_name,
-    profile_tag, lang, data, device_id, pushkey_ts, last_notification_id";
+    profile_tag, lang, data, device_id, pushkey_ts, pushed_through";
 
-const NOTIFICATION_COLUMNS: &str = "id, user_id, room_id, event_id, event_stream, thread_id,
-    highlight, push, actions, profile_tag, ts";
+/// The listed columns of a user's own rows (in either table).
+const OWN_COLUMNS: &str =
+    "event_stream, room_id, event_id, thread_id, highlight, push, actions, profile_tag, ts";
+
+/// The same columns of the room notifications (`b`) that reach the user `?1` through their joined
+/// rooms (`m`): joined before the event without a break since, not the sender, and without a row
+/// of their own for the event. Followed by the caller's further conditions on `b`.
+const SHARED_NOTIFICATIONS: &str = "SELECT b.event_stream, b.room_id, b.event_id, b.thread_id,
+        b.highlight, b.push, b.actions, NULL, b.ts
+     FROM memberships m JOIN push_room_notifications b ON b.room_id = m.room_id
+     WHERE m.user_id = ?1 AND m.membership = 'join' AND b.event_stream > m.joined_stream
+       AND b.sender != ?1
+       AND NOT EXISTS (SELECT 1 FROM push_notifications n
+            WHERE n.user_id = ?1 AND n.room_id = b.room_id AND n.event_stream = b.event_stream)
+       AND NOT EXISTS (SELECT 1 FROM push_pending_notifications p
+            WHERE p.user_id = ?1 AND p.event_stream = b.event_stream)";
+
+/// Room notifications in room `?2` that count for the user `?1` (a member): not sent by them
+/// and without a row of their own for the event. Followed by further conditions on `b`.
+const SHARED_IN_ROOM: &str = "SELECT b.thread_id, b.highlight FROM push_room_notifications b
+     WHERE b.room_id = ?2 AND b.sender != ?1
+       AND NOT EXISTS (SELECT 1 FROM push_notifications n
+            WHERE n.user_id = ?1 AND n.room_id = ?2 AND n.event_stream = b.event_stream)
+       AND NOT EXISTS (SELECT 1 FROM push_pending_notifications p
+            WHERE p.user_id = ?1 AND p.event_stream = b.event_stream)";
 
 /// Receipt types that mark events read for the counts: public and private read receipts alike.
 const READ_TYPES: &str = "('m.read', 'm.read.private')";
@@ -32,23 +58,25 @@ fn pusher_row(r: &Row<'_>) -> rusqlite::Result<PusherRecord> {
         data: r.get(8)?,
         device_id: r.get(9)?,
         pushkey_ts: r.get(10)?,
-        last_notification_id: r.get(11)?,
+        pushed_through: r.get(11)?,
     })
 }
 
-fn notification_row(r: &Row<'_>) -> rusqlite::Result<NotificationRecord> {
+/// A row of `OWN_COLUMNS` (or `SHARED_NOTIFICATIONS`) as the user's notification.
+fn notification_row(user_id: &str, r: &Row<'_>) -> rusqlite::Result<NotificationRecord> {
+    let event_stream = r.get(0)?;
     Ok(NotificationRecord {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        room_id: r.get(2)?,
-        event_id: r.get(3)?,
-        event_stream: r.get(4)?,
-        thread_id: r.get(5)?,
-        highlight: r.get(6)?,
-        push: r.get(7)?,
-        actions: r.get(8)?,
-        profile_tag: r.get(9)?,
-        ts: r.get(10)?,
+        id: event_stream,
+        user_id: user_id.to_owned(),
+        room_id: r.get(1)?,
+        event_id: r.get(2)?,
+        event_stream,
+        thread_id: r.get(3)?,
+        highlight: r.get(4)?,
+        push: r.get(5)?,
+        actions: r.get(6)?,
+        profile_tag: r.get(7)?,
+        ts: r.get(8)?,
     })
 }
 
@@ -59,22 +87,19 @@ fn to_u64(v: i64) -> u64 {
 #[async_trait]
 impl PushStore for SqliteStore {
     async fn set_pusher(&self, p: PusherRecord, append: bool) -> Result<()> {
-        self.write(move |tx, _| {
+        self.write(move |tx, pos| {
             if !append {
                 tx.exec(
                     "DELETE FROM pushers WHERE app_id = ?1 AND pushkey = ?2 AND user_id != ?3",
                     params![p.app_id, p.pushkey, p.user_id],
                 )?;
             }
-            let latest: i64 = tx.q_row(
-                "SELECT coalesce(max(id), 0) FROM push_notifications WHERE user_id = ?1",
-                [&p.user_id],
-                |r| r.get(0),
-            )?;
+            // A new pusher starts now: what was notified before is not replayed.
+            let latest = pos.allocated();
             tx.exec(
                 "INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name,
                     device_display_name, profile_tag, lang, data, device_id, pushkey_ts,
-                    last_notification_id)
+                    pushed_through)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET kind = excluded.kind,
                     app_display_name = excluded.app_display_name,
@@ -145,7 +170,7 @@ impl PushStore for SqliteStore {
         let (u, a, k) = (user_id.to_owned(), app_id.to_owned(), pushkey.to_owned());
         self.write(move |tx, _| {
             tx.exec(
-                "UPDATE pushers SET last_notification_id = max(last_notification_id, ?4)
+                "UPDATE pushers SET pushed_through = max(pushed_through, ?4)
                  WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3",
                 params![u, a, k, last],
             )?;
@@ -154,16 +179,7 @@ impl PushStore for SqliteStore {
         .await
     }
 
-    async fn add_notifications(&self, rows: Vec<NewNotification>) -> Result<i64> {
-        self.write(move |tx, pos| {
-            let stream = pos.next();
-            insert_notifications(tx, pos, stream, None, &rows)?;
-            Ok(stream)
-        })
-        .await
-    }
-
-    async fn move_pending_notifications(&self, max: usize) -> Result<Option<Vec<String>>> {
+    async fn move_pending_notifications(&self, max: usize) -> Result<bool> {
         self.write(move |tx, _| move_pending_notifications(tx, max))
             .await
     }
@@ -178,13 +194,27 @@ impl PushStore for SqliteStore {
         let u = user_id.to_owned();
         let before = before.unwrap_or(i64::MAX);
         self.read(move |c| {
+            // One statement, so one snapshot: a row moving between the tables is seen once.
+            let own = |table: &str| {
+                format!(
+                    "SELECT * FROM (SELECT {OWN_COLUMNS} FROM {table}
+                      WHERE user_id = ?1 AND event_stream < ?2 AND notify = 1
+                        AND (?3 = 0 OR highlight = 1)
+                      ORDER BY event_stream DESC LIMIT ?4)"
+                )
+            };
             let mut st = c.prepare_cached(&format!(
-                "SELECT {NOTIFICATION_COLUMNS} FROM push_notifications
-                 WHERE user_id = ?1 AND id < ?2 AND notify = 1 AND (?3 = 0 OR highlight = 1)
-                 ORDER BY id DESC LIMIT ?4"
+                "{} UNION ALL {} UNION ALL
+                 SELECT * FROM ({SHARED_NOTIFICATIONS} AND b.event_stream < ?2
+                    AND (?3 = 0 OR b.highlight = 1) ORDER BY b.event_stream DESC LIMIT ?4)
+                 ORDER BY 1 DESC LIMIT ?4",
+                own("push_notifications"),
+                own("push_pending_notifications"),
             ))?;
             Ok(st
-                .query_map(params![u, before, only_highlight, limit], notification_row)?
+                .query_map(params![u, before, only_highlight, limit], |r| {
+                    notification_row(&u, r)
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -198,12 +228,25 @@ impl PushStore for SqliteStore {
     ) -> Result<Vec<NotificationRecord>> {
         let u = user_id.to_owned();
         self.read(move |c| {
+            // One statement, so one snapshot: positions commit in order, so nothing at or below
+            // the last one returned can appear later.
+            let own = |table: &str| {
+                format!(
+                    "SELECT * FROM (SELECT {OWN_COLUMNS} FROM {table}
+                      WHERE user_id = ?1 AND event_stream > ?2 AND push = 1
+                      ORDER BY event_stream LIMIT ?3)"
+                )
+            };
             let mut st = c.prepare_cached(&format!(
-                "SELECT {NOTIFICATION_COLUMNS} FROM push_notifications
-                 WHERE user_id = ?1 AND id > ?2 AND push = 1 ORDER BY id LIMIT ?3"
+                "{} UNION ALL {} UNION ALL
+                 SELECT * FROM ({SHARED_NOTIFICATIONS} AND b.event_stream > ?2 AND b.push = 1
+                    ORDER BY b.event_stream LIMIT ?3)
+                 ORDER BY 1 LIMIT ?3",
+                own("push_notifications"),
+                own("push_pending_notifications"),
             ))?;
             Ok(st
-                .query_map(params![u, after, limit], notification_row)?
+                .query_map(params![u, after, limit], |r| notification_row(&u, r))?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -232,6 +275,7 @@ impl PushStore for SqliteStore {
         floor: i64,
         thread_floors: Vec<(String, i64)>,
         window: (i64, i64),
+        member: bool,
     ) -> Result<Vec<ThreadCount>> {
         let (after, up_to) = window;
         // A window (a cached count brought up to date) is usually answered from memory.
@@ -243,6 +287,7 @@ impl PushStore for SqliteStore {
                 &thread_floors,
                 after,
                 up_to,
+                member,
             )
         {
             return Ok(counts);
@@ -250,8 +295,9 @@ impl PushStore for SqliteStore {
         let (u, r) = (user_id.to_owned(), room_id.to_owned());
         self.read(move |c| {
             let mut counts: BTreeMap<String, ThreadCount> = BTreeMap::new();
-            let mut st = c.prepare_cached(
-                // One statement, so one snapshot: a waiting row moved meanwhile counts once.
+            // One statement, so one snapshot: a waiting row moved meanwhile counts once. Room
+            // notifications are written at their event's position (`stream` = `event_stream`).
+            let mut st = c.prepare_cached(&format!(
                 "SELECT thread_id, count(*), coalesce(sum(highlight), 0) FROM (
                     SELECT thread_id, highlight FROM push_notifications
                      WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND event_stream > ?3
@@ -259,10 +305,13 @@ impl PushStore for SqliteStore {
                     UNION ALL
                     SELECT thread_id, highlight FROM push_pending_notifications
                      WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND event_stream > ?3
-                       AND stream > ?4 AND stream <= ?5)
-                 GROUP BY thread_id",
-            )?;
-            for row in st.query_map(params![u, r, floor, after, up_to], |row| {
+                       AND stream > ?4 AND stream <= ?5
+                    UNION ALL
+                    {SHARED_IN_ROOM} AND ?6 AND b.event_stream > ?3
+                       AND b.event_stream > ?4 AND b.event_stream <= ?5)
+                 GROUP BY thread_id"
+            ))?;
+            for row in st.query_map(params![u, r, floor, after, up_to, member], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, i64>(1)?,
@@ -280,7 +329,7 @@ impl PushStore for SqliteStore {
                 );
             }
             // A thread's own receipt may be further along than the unthreaded one.
-            let mut one = c.prepare_cached(
+            let mut one = c.prepare_cached(&format!(
                 "SELECT count(*), coalesce(sum(highlight), 0) FROM (
                     SELECT highlight FROM push_notifications
                      WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND thread_id = ?3
@@ -288,16 +337,20 @@ impl PushStore for SqliteStore {
                     UNION ALL
                     SELECT highlight FROM push_pending_notifications
                      WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND thread_id = ?3
-                       AND event_stream > ?4 AND stream > ?5 AND stream <= ?6)",
-            )?;
+                       AND event_stream > ?4 AND stream > ?5 AND stream <= ?6
+                    UNION ALL
+                    SELECT highlight FROM ({SHARED_IN_ROOM} AND ?7 AND b.thread_id = ?3
+                       AND b.event_stream > ?4 AND b.event_stream > ?5 AND b.event_stream <= ?6))"
+            ))?;
             for (thread, thread_floor) in thread_floors {
                 if thread_floor <= floor || !counts.contains_key(&thread) {
                     continue;
                 }
                 let (n, h): (i64, i64) = one
-                    .query_row(params![u, r, thread, thread_floor, after, up_to], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
+                    .query_row(
+                        params![u, r, thread, thread_floor, after, up_to, member],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
                     .optional()?
                     .unwrap_or((0, 0));
                 counts.insert(
@@ -320,19 +373,58 @@ impl PushStore for SqliteStore {
     async fn unread_total(&self, user_id: &str) -> Result<u64> {
         let u = user_id.to_owned();
         self.read(move |c| {
+            // As the rooms' counts: after the join and the unthreaded read receipt.
+            let read = format!(
+                "coalesce((SELECT max(e.stream) FROM receipts rc
+                    JOIN events e ON e.event_id = rc.event_id
+                    WHERE rc.room_id = m.room_id AND rc.user_id = ?1 AND rc.thread_id = ''
+                      AND rc.receipt_type IN {READ_TYPES}), 0)"
+            );
             let n: i64 = c
                 .prepare_cached(&format!(
-                    "SELECT count(*) FROM push_notifications n
-                     JOIN memberships m ON m.room_id = n.room_id AND m.user_id = n.user_id
-                        AND m.membership = 'join'
-                     WHERE n.user_id = ?1 AND n.notify = 1 AND n.event_stream > m.stream
-                       AND n.event_stream > coalesce(
-                        (SELECT max(e.stream) FROM receipts rc JOIN events e ON e.event_id = rc.event_id
-                         WHERE rc.room_id = n.room_id AND rc.user_id = ?1 AND rc.thread_id = ''
-                           AND rc.receipt_type IN {READ_TYPES}), 0)"
+                    "SELECT (SELECT count(*) FROM memberships m JOIN push_notifications n
+                        ON n.room_id = m.room_id AND n.user_id = m.user_id
+                     WHERE m.user_id = ?1 AND m.membership = 'join' AND n.notify = 1
+                       AND n.event_stream > m.stream AND n.event_stream > {read})
+                    + (SELECT count(*) FROM memberships m JOIN push_room_notifications b
+                        ON b.room_id = m.room_id
+                     WHERE m.user_id = ?1 AND m.membership = 'join' AND b.sender != ?1
+                       AND b.event_stream > m.stream AND b.event_stream > {read}
+                       AND NOT EXISTS (SELECT 1 FROM push_notifications n WHERE n.user_id = ?1
+                            AND n.room_id = b.room_id AND n.event_stream = b.event_stream)
+                       AND NOT EXISTS (SELECT 1 FROM push_pending_notifications p
+                            WHERE p.user_id = ?1 AND p.event_stream = b.event_stream))"
                 ))?
                 .query_row([u], |r| r.get(0))?;
             Ok(to_u64(n))
+        })
+        .await
+    }
+
+    async fn rooms_with_room_notifications(
+        &self,
+        user_id: &str,
+        rooms: Vec<String>,
+        after: i64,
+        up_to: i64,
+    ) -> Result<Vec<String>> {
+        if after >= up_to || rooms.is_empty() {
+            return Ok(vec![]);
+        }
+        let u = user_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM push_room_notifications
+                  WHERE room_id = ?1 AND event_stream > ?2 AND event_stream <= ?3
+                    AND sender != ?4)",
+            )?;
+            let mut out = Vec::new();
+            for room in rooms {
+                if st.query_row(params![room, after, up_to, u], |r| r.get::<_, bool>(0))? {
+                    out.push(room);
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -354,31 +446,18 @@ impl PushStore for SqliteStore {
         }
         let u = user_id.to_owned();
         self.read(move |c| {
-            let mut rooms: std::collections::BTreeSet<String> = Default::default();
-            // Waiting rows first: one moved between the two reads is then seen at least once.
-            let mut waiting = c.prepare_cached(
-                "SELECT DISTINCT room_id FROM push_pending_notifications
-                 WHERE user_id = ?1 AND stream > ?2 AND stream <= ?3",
-            )?;
-            for room in waiting.query_map(params![u, after, up_to], |r| r.get::<_, String>(0))? {
-                rooms.insert(room?);
-            }
-            // Newest first along (user_id, id): rows enter this table in position order, so the
-            // walk stops at the first row at or before `after` and reads only the new ones.
+            // Rows are written at their event's position, and both tables are indexed by it.
             let mut st = c.prepare_cached(
-                "SELECT room_id, stream FROM push_notifications WHERE user_id = ?1 ORDER BY id DESC",
+                "SELECT room_id FROM push_notifications
+                  WHERE user_id = ?1 AND event_stream > ?2 AND event_stream <= ?3
+                 UNION
+                 SELECT room_id FROM push_pending_notifications
+                  WHERE user_id = ?1 AND event_stream > ?2 AND event_stream <= ?3
+                 ORDER BY 1",
             )?;
-            let mut rows = st.query([u])?;
-            while let Some(row) = rows.next()? {
-                let stream: i64 = row.get(1)?;
-                if stream <= after {
-                    break;
-                }
-                if stream <= up_to {
-                    rooms.insert(row.get(0)?);
-                }
-            }
-            Ok(rooms.into_iter().collect())
+            Ok(st
+                .query_map(params![u, after, up_to], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -392,26 +471,19 @@ pub(crate) const INLINE_NOTIFICATIONS: usize = 32;
 const ROW_COLUMNS: &str = "user_id, room_id, event_id, event_stream, stream, thread_id, notify,
     highlight, push, actions, profile_tag, ts";
 
-/// Stores notification rows, visible from `stream`; `event_stream`, when given, replaces the
-/// rows' own (an event's rows are evaluated before the event has a position). The change index
-/// and the in-memory tails learn of them now, whichever table they go to. Returns whether they
-/// wait in `push_pending_notifications`.
+/// Stores an event's notification rows, written at the event's position `stream`. The change
+/// index and the in-memory tails learn of them now, whichever table they go to. Returns whether
+/// they wait in `push_pending_notifications`.
 pub(super) fn insert_notifications(
     tx: &Transaction<'_>,
     pos: &mut Positions,
     stream: i64,
-    event_stream: Option<i64>,
     rows: &[NewNotification],
 ) -> Result<bool> {
     if rows.is_empty() {
         return Ok(false);
     }
-    let pending = rows.len() > INLINE_NOTIFICATIONS
-        || tx.q_row(
-            "SELECT EXISTS (SELECT 1 FROM push_pending_notifications)",
-            [],
-            |r| r.get::<_, bool>(0),
-        )?;
+    let pending = rows.len() > INLINE_NOTIFICATIONS;
     let table = if pending {
         "push_pending_notifications"
     } else {
@@ -422,7 +494,6 @@ pub(super) fn insert_notifications(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
     ))?;
     for n in rows {
-        let event_stream = event_stream.unwrap_or(n.event_stream);
         pos.touch(crate::ChangeKey::Notifications(n.user_id.clone()));
         pos.notification(NotificationChange::Row(TailRow {
             user_id: n.user_id.clone(),
@@ -430,14 +501,14 @@ pub(super) fn insert_notifications(
             thread_id: n.thread_id.clone(),
             notify: n.notify,
             highlight: n.highlight,
-            event_stream,
+            event_stream: stream,
             stream,
         }));
         st.execute(params![
             n.user_id,
             n.room_id,
             n.event_id,
-            event_stream,
+            stream,
             stream,
             n.thread_id,
             n.notify,
@@ -451,13 +522,44 @@ pub(super) fn insert_notifications(
     Ok(pending)
 }
 
-/// Moves up to `max` waiting rows, oldest first, into `push_notifications`. Their change-index
-/// entries and tails were recorded when they were first stored, so this touches nothing.
-/// Returns `None` when nothing waited, else the users of moved rows that are to be pushed.
-pub(super) fn move_pending_notifications(
+/// Stores an event's room notification at the event's position `stream`. It touches no user in
+/// the change index: the event touches the room, which wakes and refreshes every member.
+pub(super) fn insert_room_notification(
     tx: &Transaction<'_>,
-    max: usize,
-) -> Result<Option<Vec<String>>> {
+    pos: &mut Positions,
+    stream: i64,
+    n: &NewRoomNotification,
+) -> Result<()> {
+    pos.notification(NotificationChange::Room(RoomTailRow {
+        room_id: n.room_id.clone(),
+        sender: n.sender.clone(),
+        thread_id: n.thread_id.clone(),
+        highlight: n.highlight,
+        event_stream: stream,
+    }));
+    tx.exec(
+        "INSERT INTO push_room_notifications (event_stream, room_id, event_id, sender, thread_id,
+            highlight, push, actions, ts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            stream,
+            n.room_id,
+            n.event_id,
+            n.sender,
+            n.thread_id,
+            n.highlight,
+            n.push,
+            n.actions,
+            n.ts
+        ],
+    )?;
+    Ok(())
+}
+
+/// Moves up to `max` waiting rows, oldest first, into `push_notifications`. Readers read both
+/// tables, and the change index and tails learnt of the rows when they were first stored, so
+/// this touches nothing. Returns whether anything waited.
+pub(super) fn move_pending_notifications(tx: &Transaction<'_>, max: usize) -> Result<bool> {
     let max = i64::try_from(max).unwrap_or(i64::MAX);
     let last: Option<i64> = tx.q_row(
         "SELECT max(id) FROM (SELECT id FROM push_pending_notifications ORDER BY id LIMIT ?1)",
@@ -465,16 +567,8 @@ pub(super) fn move_pending_notifications(
         |r| r.get(0),
     )?;
     let Some(last) = last else {
-        return Ok(None);
+        return Ok(false);
     };
-    let mut pushed: Vec<String> = {
-        let mut st = tx.prepare_cached(
-            "SELECT DISTINCT user_id FROM push_pending_notifications WHERE id <= ?1 AND push = 1",
-        )?;
-        st.query_map([last], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?
-    };
-    pushed.sort();
     tx.exec(
         &format!(
             "INSERT INTO push_notifications ({ROW_COLUMNS})
@@ -486,5 +580,5 @@ pub(super) fn move_pending_notifications(
         "DELETE FROM push_pending_notifications WHERE id <= ?1",
         [last],
     )?;
-    Ok(Some(pushed))
+    Ok(true)
 }

@@ -155,9 +155,12 @@ fn persist(tx: &Transaction<'_>, stream: i64, e: &NewEvent) -> Result<Option<i64
     }
     if let Some(m) = &e.membership {
         tx.exec(
-            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream, forgotten) VALUES (?1, ?2, ?3, ?4, ?5, 0)
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream, forgotten, joined_stream)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5)
              ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
-                event_id = excluded.event_id, stream = excluded.stream, forgotten = 0",
+                event_id = excluded.event_id, stream = excluded.stream, forgotten = 0,
+                joined_stream = CASE WHEN membership = 'join' AND excluded.membership = 'join'
+                    THEN joined_stream ELSE excluded.stream END",
             params![e.room_id, m.user_id, m.membership, e.event_id, stream],
         )?;
     }
@@ -370,13 +373,11 @@ impl RoomStore for SqliteStore {
                 pos.touch_user(&m.user_id);
                 pos.touch(crate::ChangeKey::Reads(m.user_id.clone()));
             }
-            let notifications_waiting = super::push::insert_notifications(
-                tx,
-                pos,
-                stream,
-                Some(stream),
-                &event.notifications,
-            )?;
+            let notifications_waiting =
+                super::push::insert_notifications(tx, pos, stream, &event.notifications)?;
+            if let Some(n) = &event.room_notification {
+                super::push::insert_room_notification(tx, pos, stream, n)?;
+            }
             Ok(PersistedEvent {
                 stream,
                 existing: None,
