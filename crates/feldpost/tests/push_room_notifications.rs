@@ -22,6 +22,18 @@ async fn group(s: &TestServer, owner: &User, members: &[&User]) -> String {
     room
 }
 
+/// A server with a group of three: alice, who created it, bob and carol.
+async fn trio() -> (TestServer, [User; 3], String) {
+    let s = push_server().await;
+    let [a, b, c] = [
+        s.register("alice").await,
+        s.register("bob").await,
+        s.register("carol").await,
+    ];
+    let room = group(&s, &a, &[&b, &c]).await;
+    (s, [a, b, c], room)
+}
+
 static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn send(s: &TestServer, u: &User, room: &str, content: Value) -> String {
@@ -174,13 +186,7 @@ async fn members_count_a_room_notification_alike_but_for_their_exceptions() {
 
 #[tokio::test]
 async fn a_waiting_sync_sees_the_message_and_its_count_together() {
-    let s = push_server().await;
-    let [a, b, c] = [
-        s.register("alice").await,
-        s.register("bob").await,
-        s.register("carol").await,
-    ];
-    let room = group(&s, &a, &[&b, &c]).await;
+    let (s, [a, b, _], room) = trio().await;
     send(&s, &a, &room, json!({"msgtype": "m.text", "body": "one"})).await;
     assert_eq!(counts(&s, &b, &room).await, (1, 0), "cached from here on");
     let poll = parked_sync(&s, &b).await;
@@ -209,64 +215,73 @@ async fn a_waiting_sync_sees_the_message_and_its_count_together() {
 async fn pushers_get_room_notifications_in_order_with_the_badge() {
     let s = push_server().await;
     let gw = FakeGateway::start().await;
-    let [a, b, c, d] = [
+    let [a, b, c, d, e] = [
         s.register("alice").await,
         s.register("bob").await,
         s.register("carol").await,
         s.register("dave").await,
+        s.register("erin").await,
     ];
-    let room = group(&s, &a, &[&b, &c, &d]).await;
+    // Bob and erin share the outcome of every message: each is a room notification.
+    let room = group(&s, &a, &[&b, &c, &d, &e]).await;
     mute(&s, &d, &room).await;
     set_pusher(&s, &b, &gw.url, "org.example.app", "bob-key").await;
+    set_pusher(&s, &c, &gw.url, "org.example.app", "carol-key").await;
     set_pusher(&s, &d, &gw.url, "org.example.app", "dave-key").await;
     let mut sent = Vec::new();
     for i in 0..3 {
-        sent.push(
-            send(
-                &s,
-                &a,
-                &room,
-                json!({"msgtype": "m.text", "body": format!("m{i}")}),
-            )
-            .await,
-        );
+        // The second mentions carol: her row of her own replaces the room's, once.
+        let mut content = json!({"msgtype": "m.text", "body": format!("m{i}")});
+        if i == 1 {
+            content["m.mentions"] = json!({"user_ids": [c.user_id]});
+        }
+        sent.push(send(&s, &a, &room, content).await);
     }
-    gw.wait_for(3, Duration::from_secs(10)).await;
+    gw.wait_for(6, Duration::from_secs(10)).await;
     // Give a stray push for the muted member time to show.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got: Vec<Value> = gw.received().await;
-    assert_eq!(got.len(), 3, "{got:?}");
-    let keys: Vec<&str> = got
-        .iter()
-        .filter_map(|n| n["notification"]["devices"][0]["pushkey"].as_str())
-        .collect();
-    assert_eq!(keys, vec!["bob-key"; 3]);
-    let events: Vec<&str> = got
-        .iter()
-        .filter_map(|n| n["notification"]["event_id"].as_str())
-        .collect();
-    assert_eq!(events, sent.iter().map(String::as_str).collect::<Vec<_>>());
-    let badges: Vec<u64> = got
-        .iter()
-        .filter_map(|n| n["notification"]["counts"]["unread"].as_u64())
-        .collect();
-    // The badge is counted when the push goes out: at least the messages so far, at most all.
-    assert_eq!(badges.len(), 3, "{got:?}");
-    for (i, n) in badges.iter().enumerate() {
-        assert!((i as u64 + 1..=3).contains(n), "{badges:?}");
+    assert_eq!(got.len(), 6, "{got:?}");
+    for key in ["bob-key", "carol-key"] {
+        let mine: Vec<&Value> = got
+            .iter()
+            .filter(|n| n["notification"]["devices"][0]["pushkey"] == json!(key))
+            .collect();
+        let events: Vec<&str> = mine
+            .iter()
+            .filter_map(|n| n["notification"]["event_id"].as_str())
+            .collect();
+        assert_eq!(events, sent.iter().map(String::as_str).collect::<Vec<_>>());
+        let badges: Vec<u64> = mine
+            .iter()
+            .filter_map(|n| n["notification"]["counts"]["unread"].as_u64())
+            .collect();
+        // The badge is counted when the push goes out: at least the messages so far, at most
+        // all.
+        assert_eq!(badges.len(), 3, "{got:?}");
+        for (i, n) in badges.iter().enumerate() {
+            assert!((i as u64 + 1..=3).contains(n), "{key}: {badges:?}");
+        }
+        assert_eq!(badges[2], 3, "{key}");
     }
-    assert_eq!(badges[2], 3);
+    // The mention is pushed with its highlight.
+    let mention = got
+        .iter()
+        .find(|n| {
+            n["notification"]["devices"][0]["pushkey"] == json!("carol-key")
+                && n["notification"]["event_id"] == json!(sent[1])
+        })
+        .expect("carol's mention");
+    assert_eq!(
+        mention["notification"]["devices"][0]["tweaks"]["highlight"],
+        json!(true),
+        "{mention}"
+    );
 }
 
 #[tokio::test]
 async fn a_filter_that_hides_the_message_still_shows_its_count() {
-    let s = push_server().await;
-    let [a, b, c] = [
-        s.register("alice").await,
-        s.register("bob").await,
-        s.register("carol").await,
-    ];
-    let room = group(&s, &a, &[&b, &c]).await;
+    let (s, [a, b, _], room) = trio().await;
     let filter = enc(r#"{"room":{"timeline":{"types":["m.reaction"]}}}"#);
     let (st, first) = s
         .get(&format!("/_matrix/client/v3/sync?filter={filter}"), &b)

@@ -477,6 +477,64 @@ mod tests {
         assert_eq!(t.rooms_changed("@b:x", n, n + 1), None);
     }
 
+    fn room_row(room: &str, sender: &str, event_stream: i64) -> NotificationChange {
+        NotificationChange::Room(RoomTailRow {
+            room_id: room.into(),
+            sender: sender.into(),
+            thread_id: "main".into(),
+            highlight: false,
+            event_stream,
+        })
+    }
+
+    #[test]
+    fn room_notifications_count_for_members_but_the_sender_and_the_excepted() {
+        let t = RecentNotifications::new(0);
+        let mut silent = row("@b:x", "!r:x", "main", 2, 2);
+        silent.notify = false;
+        t.apply(
+            vec![
+                room_row("!r:x", "@s:x", 1),
+                room_row("!r:x", "@s:x", 2),
+                NotificationChange::Row(silent),
+                room_row("!r:x", "@a:x", 3),
+                room_row("!other:x", "@s:x", 4),
+            ],
+            4,
+        );
+        let total = |user: &str, floor: i64, member: bool| {
+            t.counts(user, "!r:x", floor, &[], 0, 4, member)
+                .map(|c| c.iter().map(|c| c.notifications).sum::<u64>())
+        };
+        assert_eq!(total("@a:x", 0, true), Some(2), "not its own");
+        assert_eq!(total("@b:x", 0, true), Some(2), "not the excepted");
+        assert_eq!(total("@c:x", 0, true), Some(3));
+        assert_eq!(total("@c:x", 1, true), Some(2), "after the floor");
+        assert_eq!(total("@c:x", 0, false), Some(0), "members only");
+    }
+
+    #[test]
+    fn room_tails_know_only_their_recent_notifications() {
+        let t = RecentNotifications::new(10);
+        assert!(t.counts("@a:x", "!r:x", 0, &[], 9, 20, true).is_none());
+        let n = PER_ROOM as i64 + 5;
+        t.apply(
+            (11..=10 + n).map(|i| room_row("!r:x", "@s:x", i)).collect(),
+            10 + n,
+        );
+        // The oldest left the room's tail: only recent windows are answered.
+        assert!(t.counts("@a:x", "!r:x", 0, &[], 12, 10 + n, true).is_none());
+        let recent = t.counts("@a:x", "!r:x", 0, &[], n, 10 + n, true);
+        assert_eq!(recent.map(|c| c[0].notifications), Some(10));
+        // A window a non-member asks about needs no room tail.
+        assert!(
+            t.counts("@a:x", "!r:x", 0, &[], 12, 10 + n, false)
+                .is_some()
+        );
+        t.apply(vec![NotificationChange::ForgetAll], 11 + n);
+        assert!(t.counts("@a:x", "!r:x", 0, &[], n, 11 + n, true).is_none());
+    }
+
     #[test]
     fn the_global_budget_drops_whole_users_and_raises_the_floor() {
         let t = RecentNotifications::new(0);

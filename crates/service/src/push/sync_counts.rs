@@ -41,7 +41,10 @@ pub(crate) async fn add_to_sync(
         notifications_changed,
     } = window;
     let mut added = false;
-    if !initial {
+    let hides_events = filter.room.timeline.hides_events();
+    // Only new rows of the user's own, or a filter that may have hidden a message, can bring a
+    // room whose counts changed that is not in the response yet.
+    if !initial && (notifications_changed || hides_events) {
         let joined: HashSet<&str> = memberships
             .iter()
             .filter(|m| m.membership == "join")
@@ -56,7 +59,7 @@ pub(crate) async fn add_to_sync(
         // A room notification comes with its event, whose room is in the response unless the
         // filter hid the event: then the changed rooms missing from it are looked at.
         let changes = push.store.changes();
-        let hidden: Vec<String> = if filter.room.timeline.hides_events() {
+        let hidden: Vec<String> = if hides_events {
             joined
                 .iter()
                 .filter(|r| !join.contains_key(**r) && changes.room_changed(r, since))
@@ -81,7 +84,8 @@ pub(crate) async fn add_to_sync(
                 added = true;
             }
         }
-    } else if filter.account_data.matches(PUSH_RULES_TYPE, user.as_str())
+    } else if initial
+        && filter.account_data.matches(PUSH_RULES_TYPE, user.as_str())
         && !account_data
             .iter()
             .any(|e| e.get("type").and_then(Value::as_str) == Some(PUSH_RULES_TYPE))

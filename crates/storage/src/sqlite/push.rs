@@ -33,14 +33,47 @@ const SHARED_NOTIFICATIONS: &str = "SELECT b.event_stream, b.room_id, b.event_id
        AND NOT EXISTS (SELECT 1 FROM push_pending_notifications p
             WHERE p.user_id = ?1 AND p.event_stream = b.event_stream)";
 
-/// Room notifications in room `?2` that count for the user `?1` (a member): not sent by them
-/// and without a row of their own for the event. Followed by further conditions on `b`.
-const SHARED_IN_ROOM: &str = "SELECT b.thread_id, b.highlight FROM push_room_notifications b
-     WHERE b.room_id = ?2 AND b.sender != ?1
-       AND NOT EXISTS (SELECT 1 FROM push_notifications n
-            WHERE n.user_id = ?1 AND n.room_id = ?2 AND n.event_stream = b.event_stream)
-       AND NOT EXISTS (SELECT 1 FROM push_pending_notifications p
-            WHERE p.user_id = ?1 AND p.event_stream = b.event_stream)";
+/// The parts of a member's unread counts in a room, per thread as (thread_id, n, h) — counts of
+/// notifications and highlights — from the named parameters `:user`, `:room`, `:floor`,
+/// `:after`, `:up_to`, `:member` (and `:thread` when `one_thread`): the user's own notifying rows
+/// in both tables, plus the room's notifications when a member (not the user's own messages),
+/// minus those among them the user has a row of their own for. Subtracting probes the room's
+/// notifications only for the user's few rows, where excluding them probed the user's rows for
+/// every room notification; each part is summed on its own, so no row is sorted.
+fn count_terms(one_thread: bool) -> String {
+    let (own_thread, room_thread) = if one_thread {
+        ("AND thread_id = :thread", "AND b.thread_id = :thread")
+    } else {
+        ("", "")
+    };
+    let own = |table: &str, notify: &str| {
+        format!(
+            "FROM {table}
+              WHERE user_id = :user AND room_id = :room {notify} AND event_stream > :floor
+                AND stream > :after AND stream <= :up_to"
+        )
+    };
+    format!(
+        "SELECT thread_id, count(*) AS n, sum(highlight) AS h {} {own_thread} GROUP BY thread_id
+         UNION ALL
+         SELECT thread_id, count(*), sum(highlight) {} {own_thread} GROUP BY thread_id
+         UNION ALL
+         SELECT b.thread_id, count(*), sum(b.highlight) FROM push_room_notifications b
+          WHERE :member AND b.room_id = :room AND b.sender != :user AND b.event_stream > :floor
+            AND b.event_stream > :after AND b.event_stream <= :up_to {room_thread}
+          GROUP BY b.thread_id
+         UNION ALL
+         SELECT b.thread_id, -count(*), -sum(b.highlight)
+           FROM (SELECT event_stream {} UNION ALL SELECT event_stream {}) o
+           JOIN push_room_notifications b ON b.event_stream = o.event_stream
+          WHERE :member AND b.room_id = :room AND b.sender != :user {room_thread}
+          GROUP BY b.thread_id",
+        own("push_notifications", "AND notify = 1"),
+        own("push_pending_notifications", "AND notify = 1"),
+        own("push_notifications", ""),
+        own("push_pending_notifications", ""),
+    )
+}
 
 /// Receipt types that mark events read for the counts: public and private read receipts alike.
 const READ_TYPES: &str = "('m.read', 'm.read.private')";
@@ -298,20 +331,14 @@ impl PushStore for SqliteStore {
             // One statement, so one snapshot: a waiting row moved meanwhile counts once. Room
             // notifications are written at their event's position (`stream` = `event_stream`).
             let mut st = c.prepare_cached(&format!(
-                "SELECT thread_id, count(*), coalesce(sum(highlight), 0) FROM (
-                    SELECT thread_id, highlight FROM push_notifications
-                     WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND event_stream > ?3
-                       AND stream > ?4 AND stream <= ?5
-                    UNION ALL
-                    SELECT thread_id, highlight FROM push_pending_notifications
-                     WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND event_stream > ?3
-                       AND stream > ?4 AND stream <= ?5
-                    UNION ALL
-                    {SHARED_IN_ROOM} AND ?6 AND b.event_stream > ?3
-                       AND b.event_stream > ?4 AND b.event_stream <= ?5)
-                 GROUP BY thread_id"
+                "SELECT thread_id, sum(n), coalesce(sum(h), 0) FROM ({}) GROUP BY thread_id",
+                count_terms(false)
             ))?;
-            for row in st.query_map(params![u, r, floor, after, up_to, member], |row| {
+            let all = rusqlite::named_params! {
+                ":user": u, ":room": r, ":floor": floor, ":after": after, ":up_to": up_to,
+                ":member": member,
+            };
+            for row in st.query_map(all, |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, i64>(1)?,
@@ -330,27 +357,19 @@ impl PushStore for SqliteStore {
             }
             // A thread's own receipt may be further along than the unthreaded one.
             let mut one = c.prepare_cached(&format!(
-                "SELECT count(*), coalesce(sum(highlight), 0) FROM (
-                    SELECT highlight FROM push_notifications
-                     WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND thread_id = ?3
-                       AND event_stream > ?4 AND stream > ?5 AND stream <= ?6
-                    UNION ALL
-                    SELECT highlight FROM push_pending_notifications
-                     WHERE user_id = ?1 AND room_id = ?2 AND notify = 1 AND thread_id = ?3
-                       AND event_stream > ?4 AND stream > ?5 AND stream <= ?6
-                    UNION ALL
-                    SELECT highlight FROM ({SHARED_IN_ROOM} AND ?7 AND b.thread_id = ?3
-                       AND b.event_stream > ?4 AND b.event_stream > ?5 AND b.event_stream <= ?6))"
+                "SELECT coalesce(sum(n), 0), coalesce(sum(h), 0) FROM ({})",
+                count_terms(true)
             ))?;
             for (thread, thread_floor) in thread_floors {
                 if thread_floor <= floor || !counts.contains_key(&thread) {
                     continue;
                 }
+                let params = rusqlite::named_params! {
+                    ":user": u, ":room": r, ":floor": thread_floor, ":after": after,
+                    ":up_to": up_to, ":member": member, ":thread": thread,
+                };
                 let (n, h): (i64, i64) = one
-                    .query_row(
-                        params![u, r, thread, thread_floor, after, up_to, member],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
+                    .query_row(params, |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()?
                     .unwrap_or((0, 0));
                 counts.insert(
@@ -373,27 +392,38 @@ impl PushStore for SqliteStore {
     async fn unread_total(&self, user_id: &str) -> Result<u64> {
         let u = user_id.to_owned();
         self.read(move |c| {
-            // As the rooms' counts: after the join and the unthreaded read receipt.
-            let read = format!(
-                "coalesce((SELECT max(e.stream) FROM receipts rc
-                    JOIN events e ON e.event_id = rc.event_id
-                    WHERE rc.room_id = m.room_id AND rc.user_id = ?1 AND rc.thread_id = ''
-                      AND rc.receipt_type IN {READ_TYPES}), 0)"
-            );
+            // Per joined room, as its counts: after the join and the unthreaded read receipt;
+            // the user's own rows, plus the room's notifications, minus those the user has a
+            // row of their own for (see `count_terms`).
+            let own = |table: &str, notify: &str| {
+                format!(
+                    "FROM f JOIN {table} n ON n.user_id = ?1 AND n.room_id = f.room_id
+                        AND n.event_stream > f.floor {notify}"
+                )
+            };
+            let matched = "JOIN push_room_notifications b ON b.event_stream = n.event_stream
+                AND b.room_id = f.room_id AND b.sender != ?1";
             let n: i64 = c
                 .prepare_cached(&format!(
-                    "SELECT (SELECT count(*) FROM memberships m JOIN push_notifications n
-                        ON n.room_id = m.room_id AND n.user_id = m.user_id
-                     WHERE m.user_id = ?1 AND m.membership = 'join' AND n.notify = 1
-                       AND n.event_stream > m.stream AND n.event_stream > {read})
-                    + (SELECT count(*) FROM memberships m JOIN push_room_notifications b
-                        ON b.room_id = m.room_id
-                     WHERE m.user_id = ?1 AND m.membership = 'join' AND b.sender != ?1
-                       AND b.event_stream > m.stream AND b.event_stream > {read}
-                       AND NOT EXISTS (SELECT 1 FROM push_notifications n WHERE n.user_id = ?1
-                            AND n.room_id = b.room_id AND n.event_stream = b.event_stream)
-                       AND NOT EXISTS (SELECT 1 FROM push_pending_notifications p
-                            WHERE p.user_id = ?1 AND p.event_stream = b.event_stream))"
+                    "WITH f AS (
+                        SELECT m.room_id, max(m.stream, coalesce(
+                            (SELECT max(e.stream) FROM receipts rc
+                               JOIN events e ON e.event_id = rc.event_id
+                              WHERE rc.room_id = m.room_id AND rc.user_id = ?1
+                                AND rc.thread_id = '' AND rc.receipt_type IN {READ_TYPES}),
+                            0)) AS floor
+                          FROM memberships m WHERE m.user_id = ?1 AND m.membership = 'join')
+                     SELECT (SELECT count(*) {})
+                          + (SELECT count(*) {})
+                          + (SELECT count(*) FROM f JOIN push_room_notifications b
+                              ON b.room_id = f.room_id AND b.event_stream > f.floor
+                             AND b.sender != ?1)
+                          - (SELECT count(*) {} {matched})
+                          - (SELECT count(*) {} {matched})",
+                    own("push_notifications", "AND n.notify = 1"),
+                    own("push_pending_notifications", "AND n.notify = 1"),
+                    own("push_notifications", ""),
+                    own("push_pending_notifications", ""),
                 ))?
                 .query_row([u], |r| r.get(0))?;
             Ok(to_u64(n))
