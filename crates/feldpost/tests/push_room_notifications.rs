@@ -158,7 +158,7 @@ async fn members_count_a_room_notification_alike_but_for_their_exceptions() {
     assert_eq!(st, 200);
     assert_eq!(listed(&s, &e, "").await.len(), 2);
 
-    // Leaving ends it: no counts, and a rejoin starts afresh.
+    // Leaving ends it: a rejoin starts afresh.
     let (st, _) = s
         .post(
             &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
@@ -167,8 +167,11 @@ async fn members_count_a_room_notification_alike_but_for_their_exceptions() {
         )
         .await;
     assert_eq!(st, 200);
+    // What reached frank while joined stays listed.
+    assert_eq!(listed(&s, &f, "").await, vec![(second.clone(), false)]);
     s.join(&f, &room).await;
     assert_eq!(counts(&s, &f, &room).await, (0, 0));
+    assert_eq!(listed(&s, &f, "").await, vec![(second.clone(), false)]);
 
     // The same after a restart, from the database.
     let dir = s.stop().await;
@@ -182,6 +185,7 @@ async fn members_count_a_room_notification_alike_but_for_their_exceptions() {
     assert_eq!(counts(&s, &d, &room).await, (0, 0));
     assert_eq!(counts(&s, &f, &room).await, (0, 0));
     assert_eq!(listed(&s, &e, "").await.len(), 2);
+    assert_eq!(listed(&s, &f, "").await, vec![(second, false)]);
 }
 
 #[tokio::test]

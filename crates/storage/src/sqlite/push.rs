@@ -586,6 +586,41 @@ pub(super) fn insert_room_notification(
     Ok(())
 }
 
+/// Room notifications kept per ended join, at most.
+const KEPT_ON_LEAVE: i64 = 1_000;
+
+/// Turns the room notifications a local member had when their join ends into rows of their own,
+/// newest first: a room notification reaches joined members only, and `/notifications` still
+/// lists them. Not pushed; written at `stream` (the leave's position) but with their events'
+/// positions, which lie before the leave, so they are new to no count, and neither the change
+/// index nor the tails need to learn of them.
+pub(super) fn keep_room_notifications(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    user_id: &str,
+    stream: i64,
+) -> Result<()> {
+    tx.exec(
+        &format!(
+            "INSERT INTO push_notifications ({ROW_COLUMNS})
+             SELECT ?2, b.room_id, b.event_id, b.event_stream, ?3, b.thread_id, 1, b.highlight,
+                    0, b.actions, NULL, b.ts
+               FROM memberships m JOIN push_room_notifications b
+                 ON b.room_id = m.room_id AND b.event_stream > m.joined_stream
+              WHERE m.room_id = ?1 AND m.user_id = ?2 AND m.membership = 'join'
+                AND b.sender != ?2
+                AND EXISTS (SELECT 1 FROM users WHERE user_id = ?2)
+                AND NOT EXISTS (SELECT 1 FROM push_notifications n WHERE n.user_id = ?2
+                     AND n.room_id = ?1 AND n.event_stream = b.event_stream)
+                AND NOT EXISTS (SELECT 1 FROM push_pending_notifications p WHERE p.user_id = ?2
+                     AND p.event_stream = b.event_stream)
+              ORDER BY b.event_stream DESC LIMIT {KEPT_ON_LEAVE}"
+        ),
+        params![room_id, user_id, stream],
+    )?;
+    Ok(())
+}
+
 /// Moves up to `max` waiting rows, oldest first, into `push_notifications`. Readers read both
 /// tables, and the change index and tails learnt of the rows when they were first stored, so
 /// this touches nothing. Returns whether anything waited.

@@ -154,6 +154,10 @@ fn persist(tx: &Transaction<'_>, stream: i64, e: &NewEvent) -> Result<Option<i64
         )?;
     }
     if let Some(m) = &e.membership {
+        if m.membership != "join" {
+            // Read before the membership changes: the join that ends now.
+            super::push::keep_room_notifications(tx, &e.room_id, &m.user_id, stream)?;
+        }
         tx.exec(
             "INSERT INTO memberships (room_id, user_id, membership, event_id, stream, forgotten, joined_stream)
              VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5)
