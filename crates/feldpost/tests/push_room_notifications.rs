@@ -22,14 +22,22 @@ async fn group(s: &TestServer, owner: &User, members: &[&User]) -> String {
     room
 }
 
+/// alice, bob, carol, dave and erin.
+async fn five(s: &TestServer) -> [User; 5] {
+    let mut users = Vec::new();
+    for name in ["alice", "bob", "carol", "dave", "erin"] {
+        users.push(s.register(name).await);
+    }
+    users.try_into().expect("five users")
+}
+
 /// A server with a group of three: alice, who created it, bob and carol.
 async fn trio() -> (TestServer, [User; 3], String) {
     let s = push_server().await;
-    let [a, b, c] = [
-        s.register("alice").await,
-        s.register("bob").await,
-        s.register("carol").await,
-    ];
+    let [a, b, c] = {
+        let [a, b, c, ..] = five(&s).await;
+        [a, b, c]
+    };
     let room = group(&s, &a, &[&b, &c]).await;
     (s, [a, b, c], room)
 }
@@ -86,13 +94,7 @@ async fn listed(s: &TestServer, u: &User, query: &str) -> Vec<(String, bool)> {
 #[tokio::test]
 async fn members_count_a_room_notification_alike_but_for_their_exceptions() {
     let s = push_server().await;
-    let [a, b, c, d, e] = [
-        s.register("alice").await,
-        s.register("bob").await,
-        s.register("carol").await,
-        s.register("dave").await,
-        s.register("erin").await,
-    ];
+    let [a, b, c, d, e] = five(&s).await;
     let room = group(&s, &a, &[&b, &c, &d, &e]).await;
     mute(&s, &d, &room).await;
     // Counted now, each member's count is later brought up to date from memory; after the
@@ -219,13 +221,7 @@ async fn a_waiting_sync_sees_the_message_and_its_count_together() {
 async fn pushers_get_room_notifications_in_order_with_the_badge() {
     let s = push_server().await;
     let gw = FakeGateway::start().await;
-    let [a, b, c, d, e] = [
-        s.register("alice").await,
-        s.register("bob").await,
-        s.register("carol").await,
-        s.register("dave").await,
-        s.register("erin").await,
-    ];
+    let [a, b, c, d, e] = five(&s).await;
     // Bob and erin share the outcome of every message: each is a room notification.
     let room = group(&s, &a, &[&b, &c, &d, &e]).await;
     mute(&s, &d, &room).await;
