@@ -9,6 +9,7 @@ pub mod config;
 pub mod directory;
 pub mod enrollment;
 mod error;
+pub mod fanout;
 pub mod filter;
 mod generations;
 pub mod key_backup;

@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+
+use crate::fanout::Fanout;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum WakeKey {
@@ -19,11 +21,14 @@ struct Slot {
     /// Bumped on every wake, so a subscriber can tell that it missed one.
     version: AtomicU64,
     notify: Notify,
+    /// Syncs waiting on this slot now: how many a wake reaches (see `fanout`).
+    waiting: AtomicUsize,
 }
 
 #[derive(Default)]
 pub struct Notifier {
     slots: Mutex<HashMap<WakeKey, Arc<Slot>>>,
+    fanout: Fanout,
 }
 
 /// Interest in a set of keys, taken *before* reading state: a wake between the read and the wait
@@ -71,8 +76,15 @@ impl Notifier {
         let slot = self.slots.lock().get(key).cloned();
         if let Some(s) = slot {
             s.version.fetch_add(1, Ordering::SeqCst);
+            let reached = s.waiting.load(Ordering::SeqCst);
             s.notify.notify_waiters();
+            self.fanout.woke(reached);
         }
+    }
+
+    /// Bursts of woken syncs, which new long polls let go first.
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
     }
 
     pub fn wake_user(&self, user_id: &str) {
@@ -93,6 +105,7 @@ impl Subscription {
     /// Completes when any subscribed key has been woken since `subscribe`.
     pub async fn wait(&self) {
         let slots = &self.slots.0;
+        let _waiting = Waiting::new(slots);
         let mut futs: Vec<_> = slots
             .iter()
             .map(|s| Box::pin(s.notify.notified()))
@@ -112,6 +125,26 @@ impl Subscription {
             return std::future::pending().await;
         }
         futures::future::select_all(futs).await;
+    }
+}
+
+/// Counts a sync among the waiters of its slots while it waits.
+struct Waiting<'a>(&'a [Arc<Slot>]);
+
+impl<'a> Waiting<'a> {
+    fn new(slots: &'a [Arc<Slot>]) -> Self {
+        for s in slots {
+            s.waiting.fetch_add(1, Ordering::SeqCst);
+        }
+        Self(slots)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        for s in self.0 {
+            s.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -147,6 +180,30 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// A wake reaching many waiting syncs starts a burst that new long polls let go first; one
+    /// reaching a few does not.
+    #[tokio::test]
+    async fn a_wake_reaching_many_waiting_syncs_is_a_burst() {
+        let n = Arc::new(Notifier::default());
+        let mut waiters = Vec::new();
+        for i in 0..150 {
+            let room = if i < 3 { "!small" } else { "!large" };
+            let sub = n.subscribe([WakeKey::Room(room.into())]);
+            waiters.push(tokio::spawn(async move { sub.wait().await }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        n.wake_room("!small");
+        assert!(!n.fanout().holding());
+        n.wake_room("!large");
+        assert!(n.fanout().holding());
+        for w in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(1), w)
+                .await
+                .expect("woken")
+                .expect("ends");
+        }
     }
 
     #[tokio::test]

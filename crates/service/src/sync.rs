@@ -342,12 +342,19 @@ impl Sync {
         req: SyncRequest,
         shutdown: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<SyncResponse> {
+        // A long poll taken up during a burst of woken syncs would mostly park again: it lets
+        // the burst go first (see `fanout`).
+        if req.since.is_some() && !req.timeout.is_zero() {
+            self.notifier.fanout().wait_for_burst().await;
+        }
         let deadline = tokio::time::Instant::now() + req.timeout;
         // End-to-end encryption: a `since` token shows which send-to-device messages the device
         // received; they are deleted now, so that none is delivered twice.
         if let Some(since) = req.since {
             Box::pin(self.acknowledge(user, device, since.to_device_position())).await?;
         }
+        // Held from a wake until the build after it, for the burst count.
+        let mut woken = None;
         loop {
             // Subscribe before reading so that a change during the read still wakes us.
             let memberships = self.memberships(user).await?;
@@ -363,10 +370,12 @@ impl Sync {
             {
                 return Ok(body);
             }
+            drop(woken.take());
             let mut shutdown = shutdown.clone();
             tokio::select! {
-                _ = sub.wait() => {}
+                _ = sub.wait() => woken = Some(self.notifier.fanout().ticket()),
                 _ = tokio::time::sleep_until(deadline) => {
+                    self.notifier.fanout().wait_for_burst().await;
                     // One last look: a change exactly at the deadline still counts.
                     let memberships = self.memberships(user).await?;
                     if let Some(body) =

@@ -148,7 +148,32 @@ impl CachedExt for Connection {
     }
 }
 
+/// Turns off SQLite's memory statistics before its first connection. Kept on, every allocation
+/// SQLite makes takes one process-wide mutex, which its reader threads and the writer then queue
+/// on (page-cache fills after each commit are allocations); nothing here reads the statistics.
+fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` may only run before SQLite initialises; this `Once` runs before
+        // this process opens its first connection. Should another library have initialised
+        // SQLite already, the call returns SQLITE_MISUSE and changes nothing.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            )
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::debug!(
+                rc,
+                "SQLite was initialised already; memory statistics stay on"
+            );
+        }
+    });
+}
+
 fn open(path: &Path, flags: OpenFlags) -> Result<Connection> {
+    configure_sqlite();
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // Temporary storage in memory: every write runs in a savepoint (see `run_batch`), whose

@@ -550,3 +550,70 @@ async fn waiting_notification_rows_are_read_where_they_wait() {
     );
     assert!(!s.move_pending_notifications(16).await.expect("move"));
 }
+
+/// A state group's chain comes back newest first, each group with its own entries (none for a
+/// group without), ending at the full snapshot; an unknown group has no chain.
+#[tokio::test]
+async fn state_group_chains_are_read_whole() {
+    use crate::{NewStateGroup, RoomStore, StateEntry};
+    let (_dir, s) = store_with_room().await;
+    let entry = |t: &str, k: &str, id: &str| StateEntry {
+        event_type: t.into(),
+        state_key: k.into(),
+        event_id: id.into(),
+    };
+    let deltas = [
+        vec![
+            entry("m.room.create", "", "$create"),
+            entry("m.room.member", "@a:x", "$join"),
+        ],
+        vec![entry("m.room.name", "", "$name")],
+        vec![],
+        vec![entry("m.room.member", "@a:x", "$rejoin")],
+    ];
+    let mut groups: Vec<i64> = Vec::new();
+    for (i, entries) in deltas.iter().enumerate() {
+        let mut e = message(&format!("$state{i}"), "{}");
+        e.state_key = Some(String::new());
+        e.state_group_before = groups.last().copied();
+        e.new_state_group = Some(NewStateGroup {
+            prev: groups.last().copied(),
+            chain_len: i as i64,
+            entries: entries.clone(),
+        });
+        let persisted = s.persist_event(e).await.expect("persist");
+        groups.push(persisted.state_group_after.expect("a new group"));
+    }
+    let chain = s.state_group_chain(groups[3]).await.expect("chain");
+    let ids: Vec<i64> = chain.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![groups[3], groups[2], groups[1], groups[0]]);
+    assert_eq!(chain[0].prev, Some(groups[2]));
+    assert_eq!(chain[3].prev, None);
+    assert_eq!(
+        chain.iter().map(|r| r.chain_len).collect::<Vec<_>>(),
+        vec![3, 2, 1, 0]
+    );
+    for (rec, delta) in chain.iter().zip(deltas.iter().rev()) {
+        let mut got: Vec<&str> = rec.entries.iter().map(|e| e.event_id.as_str()).collect();
+        let mut want: Vec<&str> = delta.iter().map(|e| e.event_id.as_str()).collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want, "entries of group {}", rec.id);
+    }
+    // A chain from the middle stops at the snapshot too.
+    assert_eq!(
+        s.state_group_chain(groups[1])
+            .await
+            .expect("chain")
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        vec![groups[1], groups[0]]
+    );
+    assert!(
+        s.state_group_chain(groups[3] + 100)
+            .await
+            .expect("chain")
+            .is_empty()
+    );
+}
