@@ -617,3 +617,19 @@ async fn state_group_chains_are_read_whole() {
             .is_empty()
     );
 }
+
+/// SQLite runs without its memory statistics (and so without their process-wide lock): the
+/// bytes it reports in use stay zero however much it allocates.
+#[tokio::test]
+async fn sqlite_keeps_no_memory_statistics() {
+    use crate::RoomStore;
+    let (_dir, s) = store_with_room().await;
+    for i in 0..50 {
+        s.persist_event(message(&format!("$m{i}"), "{}"))
+            .await
+            .expect("persist");
+    }
+    // SAFETY: reads a counter; callable at any time.
+    let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
+    assert_eq!(used, 0);
+}
