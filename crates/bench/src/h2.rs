@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
+use feldpost_gather::Gathered;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper::{Request, header};
@@ -82,7 +83,7 @@ impl Connection {
             .with_context(|| format!("connecting to {}", self.authority))?;
         stream.set_nodelay(true)?;
         let (sender, conn) = Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(Gathered::always(stream)))
             .await
             .context("HTTP/2 handshake")?;
         tokio::spawn(async move {

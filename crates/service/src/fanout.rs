@@ -56,7 +56,8 @@ impl Fanout {
                 self.backlog.fetch_add(n, Ordering::AcqRel);
             } else {
                 // A new burst: what an earlier one left miscounted is forgotten.
-                self.backlog.store(n, Ordering::Release);
+                let miscounted = self.backlog.swap(n, Ordering::AcqRel);
+                tracing::debug!(reached = n, miscounted, "burst");
             }
             self.until
                 .store(now + MAX_WAIT.as_nanos() as u64, Ordering::Release);
@@ -71,6 +72,9 @@ impl Fanout {
             .backlog
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1));
         if before == Ok(1) {
+            let started = self.until.load(Ordering::Acquire) - MAX_WAIT.as_nanos() as u64;
+            let took_ms = self.now().saturating_sub(started) / 1_000_000;
+            tracing::debug!(took_ms, "burst answered");
             self.cleared.notify_waiters();
         }
     }

@@ -76,9 +76,10 @@ impl Notifier {
         let slot = self.slots.lock().get(key).cloned();
         if let Some(s) = slot {
             s.version.fetch_add(1, Ordering::SeqCst);
-            let reached = s.waiting.load(Ordering::SeqCst);
+            // Counted before the wake: a woken sync answered at once on another thread must
+            // find itself in the count.
+            self.fanout.woke(s.waiting.load(Ordering::SeqCst));
             s.notify.notify_waiters();
-            self.fanout.woke(reached);
         }
     }
 

@@ -372,7 +372,10 @@ impl Sync {
             }
             drop(woken.take());
             let mut shutdown = shutdown.clone();
+            // Biased: a sync whose deadline passed while its wake was queued is still counted
+            // as woken, or the burst it belongs to would wait for it until `MAX_WAIT`.
             tokio::select! {
+                biased;
                 _ = sub.wait() => woken = Some(self.notifier.fanout().ticket()),
                 _ = tokio::time::sleep_until(deadline) => {
                     self.notifier.fanout().wait_for_burst().await;
