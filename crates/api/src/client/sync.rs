@@ -1,8 +1,10 @@
 //! `/sync`, filters and `/messages`.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use feldpost_service::ErrorKind;
@@ -43,8 +45,43 @@ struct SyncQuery {
     timeout: Option<u64>,
 }
 
+/// A long poll that arrives while a burst of woken syncs is being answered waits for the burst
+/// before anything is done for it, its authentication included: almost always it would only
+/// park again, and the burst's recipients wait for every piece of work taken up meanwhile (see
+/// `feldpost_service::fanout`). An extractor, so that it runs before the others.
+struct AfterBurst;
+
+impl FromRequestParts<AppState> for AfterBurst {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(is_long_poll) {
+            state.services.notifier.fanout().wait_for_burst().await;
+        }
+        Ok(AfterBurst)
+    }
+}
+
+/// Whether a query names a `since` token and a timeout above zero. Only a hint: the query is
+/// parsed properly afterwards.
+fn is_long_poll(query: &str) -> bool {
+    let (mut since, mut timeout) = (false, false);
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("since", v)) => since = !v.is_empty(),
+            Some(("timeout", v)) => timeout = v.parse::<u64>().is_ok_and(|t| t > 0),
+            _ => {}
+        }
+    }
+    since && timeout
+}
+
 async fn sync(
     State(state): State<AppState>,
+    _: AfterBurst,
     Auth(r): Auth,
     Query(q): Query<SyncQuery>,
 ) -> ApiResult<Json<SyncResponse>> {
@@ -204,4 +241,25 @@ async fn messages(
         body["end"] = json!(end);
     }
     Ok(Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_long_poll;
+
+    #[test]
+    fn a_long_poll_names_since_and_a_timeout() {
+        assert!(is_long_poll("since=s5_1&timeout=30000"));
+        assert!(is_long_poll(
+            "filter=0&timeout=5&set_presence=online&since=s1_0"
+        ));
+        assert!(!is_long_poll("timeout=30000"), "an initial sync");
+        assert!(!is_long_poll("since=s5_1"), "no timeout");
+        assert!(
+            !is_long_poll("since=s5_1&timeout=0"),
+            "a sync that never waits"
+        );
+        assert!(!is_long_poll("since=&timeout=100"));
+        assert!(!is_long_poll("since=s5_1&timeout=soon"));
+    }
 }
