@@ -24,8 +24,8 @@ const PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Nothing read yet.
-    Unknown,
+    /// The first bytes read so far (this many) begin the HTTP/2 preface.
+    Unknown(usize),
     /// HTTP/1.1: writes go straight through.
     Direct,
     /// HTTP/2: writes are gathered until a flush that has stepped back once.
@@ -46,7 +46,7 @@ pub struct Gathered<T> {
 impl<T> Gathered<T> {
     /// A server's connection: gathered if it opens with the HTTP/2 preface.
     pub fn detect(io: T) -> Self {
-        Self::with_mode(io, Mode::Unknown)
+        Self::with_mode(io, Mode::Unknown(0))
     }
 
     /// A client's HTTP/2 connection: always gathered.
@@ -114,16 +114,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for Gathered<T> {
         let this = &mut *self;
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        if this.mode == Mode::Unknown {
+        if let Mode::Unknown(seen) = this.mode {
+            // The preface may arrive over several reads.
             let read = &buf.filled()[before..];
-            if !read.is_empty() {
-                let n = read.len().min(PREFACE_START.len());
-                this.mode = if read[..n] == PREFACE_START[..n] {
-                    Mode::Gather
-                } else {
-                    Mode::Direct
-                };
-            }
+            let n = read.len().min(PREFACE_START.len() - seen);
+            this.mode = if read[..n] != PREFACE_START[seen..seen + n] {
+                Mode::Direct
+            } else if seen + n == PREFACE_START.len() {
+                Mode::Gather
+            } else {
+                Mode::Unknown(seen + n)
+            };
         }
         Poll::Ready(Ok(()))
     }
@@ -225,6 +226,33 @@ mod tests {
         let mut got = [0u8; 15];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"HTTP/1.1 200 OK");
+    }
+
+    #[tokio::test]
+    async fn a_request_is_told_from_the_preface_over_several_reads() {
+        for (first, second, gathered) in [
+            (&b"PR"[..], &b"I * HTTP/2.0\r\n"[..], true),
+            (&b"P"[..], &b"UT /x HTTP/1.1\r\n"[..], false),
+        ] {
+            let (mut server, mut client) = pair().await;
+            let mut got = vec![0u8; first.len() + second.len()];
+            client.write_all(first).await.unwrap();
+            server.read_exact(&mut got[..first.len()]).await.unwrap();
+            client.write_all(second).await.unwrap();
+            server.read_exact(&mut got[first.len()..]).await.unwrap();
+            server.write_all(b"answer").await.unwrap();
+            let mut answer = [0u8; 6];
+            let early = tokio::time::timeout(
+                std::time::Duration::from_millis(20),
+                client.read(&mut answer),
+            )
+            .await;
+            assert_eq!(
+                early.is_err(),
+                gathered,
+                "held until the flush only if HTTP/2"
+            );
+        }
     }
 
     #[tokio::test]

@@ -207,6 +207,38 @@ mod tests {
         }
     }
 
+    /// A burst's count is in place before its syncs wake: those answered at once on the other
+    /// thread are counted off it too, so the burst ends with its last answer, not at the limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_ends_with_its_last_answer() {
+        const SYNCS: usize = 2_000;
+        let n = Arc::new(Notifier::default());
+        let interest = n.interest([WakeKey::Room("!large".into())]);
+        let mut syncs = Vec::new();
+        for _ in 0..SYNCS {
+            let sub = n.subscribe_to(&interest);
+            let n = n.clone();
+            syncs.push(tokio::spawn(async move {
+                sub.wait().await;
+                drop(n.fanout().ticket());
+            }));
+        }
+        while interest.0[0].waiting.load(Ordering::SeqCst) < SYNCS {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        n.wake_room("!large");
+        for s in syncs {
+            tokio::time::timeout(std::time::Duration::from_secs(1), s)
+                .await
+                .expect("woken")
+                .expect("ends");
+        }
+        assert!(
+            !n.fanout().holding(),
+            "every woken sync was answered, so the burst holds nobody"
+        );
+    }
+
     #[tokio::test]
     async fn other_keys_do_not_wake() {
         let n = Notifier::default();
