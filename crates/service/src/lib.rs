@@ -220,10 +220,13 @@ impl Services {
         }))
     }
 
-    /// Periodic upkeep: typing timeouts, notifier pruning.
+    /// Periodic upkeep: typing timeouts, notifier pruning; once at the start, the largest
+    /// rooms' state read into memory.
     pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         // Push evaluation, pusher queues and the distributor run in tasks of their own.
         self.push.start();
+        let rooms = self.rooms.clone();
+        tokio::spawn(async move { rooms.warm_largest().await });
         let s = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));

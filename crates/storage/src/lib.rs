@@ -129,6 +129,8 @@ pub trait RoomStore: Send + Sync {
     /// The current membership of the user in every room the server knows them in.
     async fn rooms_for_user(&self, user_id: &str) -> Result<Vec<MembershipRecord>>;
     async fn room_members(&self, room_id: &str) -> Result<Vec<MembershipRecord>>;
+    /// Up to `limit` rooms with at least `min_joined` joined members, the largest first.
+    async fn largest_rooms(&self, min_joined: usize, limit: usize) -> Result<Vec<String>>;
     /// Joined and invited counts, and up to `heroes` joined or invited members other than
     /// `viewer` in user-id order — a room summary without loading every member.
     async fn member_summary(

@@ -575,6 +575,20 @@ impl RoomStore for SqliteStore {
         .await
     }
 
+    async fn largest_rooms(&self, min_joined: usize, limit: usize) -> Result<Vec<String>> {
+        let (min_joined, limit) = (min_joined as i64, limit as i64);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT room_id FROM memberships WHERE membership = 'join' GROUP BY room_id
+                 HAVING COUNT(*) >= ?1 ORDER BY COUNT(*) DESC LIMIT ?2",
+            )?;
+            Ok(st
+                .query_map([min_joined, limit], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
     async fn member_summary(
         &self,
         room_id: &str,

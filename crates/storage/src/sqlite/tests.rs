@@ -633,3 +633,44 @@ async fn sqlite_keeps_no_memory_statistics() {
     let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
     assert_eq!(used, 0);
 }
+
+/// The rooms to warm at a start: the largest by joined members first, the small and those
+/// members have left not at all.
+#[tokio::test]
+async fn largest_rooms_count_joined_members() {
+    use crate::{MembershipUpdate, NewRoom, RoomStore};
+    let (_dir, s) = store();
+    let mut n = 0;
+    for (room, joined, left) in [("!small:x", 1, 0), ("!big:x", 4, 0), ("!mid:x", 3, 2)] {
+        s.create_room(NewRoom {
+            room_id: room.into(),
+            room_version: "11".into(),
+            creator: "@a:x".into(),
+            created_ms: 0,
+        })
+        .await
+        .expect("room");
+        for i in 0..joined + left {
+            for membership in ["join", "leave"]
+                .iter()
+                .take(if i < joined { 1 } else { 2 })
+            {
+                n += 1;
+                let mut e = message(&format!("$m{n}"), "{}");
+                e.room_id = room.into();
+                e.event_type = "m.room.member".into();
+                e.state_key = Some(format!("@u{i}:x"));
+                e.membership = Some(MembershipUpdate {
+                    user_id: format!("@u{i}:x"),
+                    membership: (*membership).into(),
+                });
+                s.persist_event(e).await.expect("member");
+            }
+        }
+    }
+    assert_eq!(
+        s.largest_rooms(2, 10).await.expect("read"),
+        ["!big:x", "!mid:x"]
+    );
+    assert_eq!(s.largest_rooms(2, 1).await.expect("read"), ["!big:x"]);
+}
