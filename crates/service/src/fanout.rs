@@ -72,7 +72,8 @@ impl Fanout {
             .backlog
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1));
         if before == Ok(1) {
-            let started = self.until.load(Ordering::Acquire) - MAX_WAIT.as_nanos() as u64;
+            let until = self.until.load(Ordering::Acquire);
+            let started = until.saturating_sub(MAX_WAIT.as_nanos() as u64);
             let took_ms = self.now().saturating_sub(started) / 1_000_000;
             tracing::debug!(took_ms, "burst answered");
             self.cleared.notify_waiters();

@@ -260,7 +260,8 @@ impl Rooms {
                 state: Arc::new(StateMap::new()),
             },
         };
-        // Read outside the room's lock: an append may have set a newer tip meanwhile, which wins.
+        // Callers outside the room's lock read too: an append may have set a newer tip meanwhile,
+        // and the one already there wins.
         let tip = self
             .tips
             .lock()
