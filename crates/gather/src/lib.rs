@@ -188,20 +188,23 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn pair() -> (Gathered<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+    fn pair() -> (Gathered<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
         let (a, b) = tokio::io::duplex(1 << 20);
         (Gathered::detect(a), b)
     }
 
+    /// A server connection that has read the start of the HTTP/2 preface.
+    async fn http2_pair() -> (Gathered<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (mut server, mut client) = pair();
+        client.write_all(PREFACE_START).await.unwrap();
+        let mut preface = [0u8; PREFACE_START.len()];
+        server.read_exact(&mut preface).await.unwrap();
+        (server, client)
+    }
+
     #[tokio::test]
     async fn http2_writes_wait_for_the_flush_and_leave_together() {
-        let (mut server, mut client) = pair().await;
-        client
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-            .await
-            .unwrap();
-        let mut preface = [0u8; 24];
-        server.read_exact(&mut preface).await.unwrap();
+        let (mut server, mut client) = http2_pair().await;
         server.write_all(b"one ").await.unwrap();
         server.write_all(b"two").await.unwrap();
         let mut got = [0u8; 7];
@@ -218,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn http1_writes_go_straight_through() {
-        let (mut server, mut client) = pair().await;
+        let (mut server, mut client) = pair();
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         let mut request = [0u8; 18];
         server.read_exact(&mut request).await.unwrap();
@@ -234,7 +237,7 @@ mod tests {
             (&b"PR"[..], &b"I * HTTP/2.0\r\n"[..], true),
             (&b"P"[..], &b"UT /x HTTP/1.1\r\n"[..], false),
         ] {
-            let (mut server, mut client) = pair().await;
+            let (mut server, mut client) = pair();
             let mut got = vec![0u8; first.len() + second.len()];
             client.write_all(first).await.unwrap();
             server.read_exact(&mut got[..first.len()]).await.unwrap();
@@ -257,10 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_backlog_is_written_before_the_flush() {
-        let (mut server, mut client) = pair().await;
-        client.write_all(PREFACE_START).await.unwrap();
-        let mut preface = [0u8; 14];
-        server.read_exact(&mut preface).await.unwrap();
+        let (mut server, mut client) = http2_pair().await;
         let chunk = vec![7u8; HIGH_WATER];
         server.write_all(&chunk).await.unwrap();
         server.write_all(b"x").await.unwrap();
@@ -271,10 +271,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_writes_what_is_gathered() {
-        let (mut server, mut client) = pair().await;
-        client.write_all(PREFACE_START).await.unwrap();
-        let mut preface = [0u8; 14];
-        server.read_exact(&mut preface).await.unwrap();
+        let (mut server, mut client) = http2_pair().await;
         server.write_all(b"goodbye").await.unwrap();
         server.shutdown().await.unwrap();
         let mut got = Vec::new();
