@@ -173,6 +173,8 @@ pub async fn join(http: &reqwest::Client, base: &str, token: &str, room: &str) -
 }
 
 /// Sends a text message carrying a bench id; returns the HTTP status (errors are counted by kind).
+/// A send is idempotent by its transaction id, so one lost with a kept-alive connection that the
+/// server closed at that moment is sent once more, as clients do.
 pub async fn send(
     http: &reqwest::Client,
     base: &str,
@@ -183,15 +185,16 @@ pub async fn send(
 ) -> Result<u16> {
     let content =
         json!({"msgtype": "m.text", "body": format!("bench {id}"), "org.feldpost.bench": id});
-    let resp = http
-        .put(format!(
-            "{base}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-            enc(room)
-        ))
-        .bearer_auth(token)
-        .json(&content)
-        .send()
-        .await?;
+    let url = format!(
+        "{base}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+        enc(room)
+    );
+    let attempt = || http.put(&url).bearer_auth(token).json(&content).send();
+    let resp = match attempt().await {
+        Ok(r) => r,
+        Err(e) if !e.is_timeout() => attempt().await?,
+        Err(e) => return Err(e.into()),
+    };
     let status = resp.status().as_u16();
     let _ = resp.bytes().await?;
     Ok(status)

@@ -302,8 +302,10 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
             args.min_members
         );
     }
+    // Idle connections are dropped before a server's usual 30 s idle limit closes them.
     let sender_http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(20))
         .build()?;
     // A line, not only a bar: logs and scripts (a profiler to start) see the phase change.
     eprintln!(

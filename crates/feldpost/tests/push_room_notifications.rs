@@ -315,3 +315,56 @@ async fn a_filter_that_hides_the_message_still_shows_its_count() {
         "{next}"
     );
 }
+
+/// A room of 100 members or more has its member list kept between messages: it follows every
+/// join and leave, including a mention of someone who only just joined.
+#[tokio::test]
+async fn a_large_rooms_member_list_follows_joins_and_leaves() {
+    let s = push_server().await;
+    let owner = s.register("owner").await;
+    let mut members = Vec::new();
+    for i in 0..100 {
+        members.push(s.register(&format!("member{i}")).await);
+    }
+    let room = group(&s, &owner, &members.iter().collect::<Vec<_>>()).await;
+    let hello = json!({"msgtype": "m.text", "body": "hello"});
+    send(&s, &owner, &room, hello.clone()).await;
+    assert_eq!(counts(&s, &members[0], &room).await, (1, 0));
+
+    // Joined after the list was kept: reached by the next message, and by a mention.
+    let late = s.register("late").await;
+    s.join(&late, &room).await;
+    send(&s, &owner, &room, hello.clone()).await;
+    assert_eq!(counts(&s, &late, &room).await, (1, 0));
+    send(
+        &s,
+        &owner,
+        &room,
+        json!({"msgtype": "m.text", "body": "welcome",
+               "m.mentions": {"user_ids": [late.user_id]}}),
+    )
+    .await;
+    assert_eq!(counts(&s, &late, &room).await, (2, 1));
+    assert_eq!(counts(&s, &members[1], &room).await, (3, 0));
+
+    // Left after it was kept: not reached any more.
+    let (st, b) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
+            &members[2],
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    send(&s, &owner, &room, hello).await;
+    let (st, b) = s
+        .get("/_matrix/client/v3/notifications?limit=10", &members[2])
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        b["notifications"].as_array().map(Vec::len),
+        Some(3),
+        "the message after the leave is not listed: {b}"
+    );
+    assert_eq!(counts(&s, &members[3], &room).await, (4, 0));
+}

@@ -225,8 +225,11 @@ impl Services {
     pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         // Push evaluation, pusher queues and the distributor run in tasks of their own.
         self.push.start();
-        let rooms = self.rooms.clone();
-        tokio::spawn(async move { rooms.warm_largest().await });
+        let (rooms, push) = (self.rooms.clone(), self.push.clone());
+        tokio::spawn(async move {
+            let warmed = rooms.warm_largest().await;
+            push.warm(&warmed).await;
+        });
         let s = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));

@@ -13,8 +13,8 @@
 //! whose outcome differs. A message into a room of 2,000 members is then one row and a few
 //! exceptions instead of 2,000 rows at random places in the per-user indexes.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
 use feldpost_storage::{NewNotification, NewRoomNotification, Store};
 use parking_lot::Mutex;
@@ -24,7 +24,7 @@ use ruma::events::room::power_levels::{
 };
 use ruma::push::{Action, FlattenedJson, PushConditionRoomCtx};
 use ruma::serde::Raw;
-use ruma::{OwnedEventId, OwnedUserId, UInt, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UInt, UserId};
 use serde_json::Value;
 
 use super::config::QuietHoursConfig;
@@ -53,11 +53,37 @@ struct Outcome {
     actions: String,
 }
 
+/// Whether actions notify: `None` if not, else whether they highlight and their JSON.
+type Verdict = Option<(bool, String)>;
+
+fn verdict(actions: &[Action]) -> Verdict {
+    actions.iter().any(Action::should_notify).then(|| {
+        (
+            actions.iter().any(Action::is_highlight),
+            serde_json::to_string(actions).unwrap_or_else(|_| "[]".into()),
+        )
+    })
+}
+
 /// Users whose quiet-hours schedule (or its absence) is kept in memory at most.
 const SCHEDULE_CACHE_LIMIT: usize = 100_000;
 
 /// Quiet-hours schedules by user, with the stream position each was read at.
 pub(super) type ScheduleCache = Mutex<HashMap<OwnedUserId, (i64, Option<Arc<Schedule>>)>>;
+
+/// Rooms with at least this many joined members keep their member list in memory.
+const CACHED_MEMBERS_MIN: usize = 100;
+/// Rooms whose member lists are kept at most; past it the cache starts over.
+const MEMBER_CACHE_LIMIT: usize = 1_000;
+
+/// A large room's joined members, with the state map they belong to. Members change only through
+/// membership events, and each of those gives the room a new state map: while the map is the same
+/// one, so is the list, and a message into a room of 2,000 reads no member list from the
+/// database. The weak reference keeps the map's address from being reused, and nothing else.
+pub(super) struct CachedMembers {
+    state: Weak<StateMap>,
+    joined: Arc<Vec<String>>,
+}
 
 pub struct Evaluator {
     pub(super) store: Arc<dyn Store>,
@@ -66,6 +92,8 @@ pub struct Evaluator {
     pub(super) account_data: Arc<AccountData>,
     pub(super) clock: Arc<ClockCell>,
     pub(super) quiet: QuietHoursConfig,
+    /// Large rooms' joined members (see [`CachedMembers`]).
+    pub(super) members: Mutex<HashMap<String, CachedMembers>>,
 }
 
 /// Turns the recipients' outcomes into what is stored: the joined members' most common outcome,
@@ -228,8 +256,16 @@ impl Evaluator {
 
     /// Evaluates an event, not yet stored, for everyone it may notify: the notifications to
     /// store with it. `state` is the room's state after the event.
-    pub async fn notifications(&self, pdu: &Pdu, state: &StateMap) -> Result<EventNotifications> {
-        let members = self.store.room_members(pdu.room_id.as_str()).await?;
+    pub async fn notifications(
+        &self,
+        pdu: &Pdu,
+        state: &Arc<StateMap>,
+    ) -> Result<EventNotifications> {
+        // A state event's map already holds it while the list is read before it is stored: only
+        // a message's state map describes the members read now, and only its list is kept.
+        let members = self
+            .joined_members(pdu.room_id.as_str(), state, pdu.state_key.is_none())
+            .await?;
         // The members once the event is stored: a membership event changes its target's.
         let target = match (&pdu.kind, &pdu.state_key) {
             (TimelineEventType::RoomMember, Some(target)) => Some((
@@ -244,8 +280,7 @@ impl Evaluator {
         };
         let mut joined: Vec<&str> = members
             .iter()
-            .filter(|m| m.membership == "join")
-            .map(|m| m.user_id.as_str())
+            .map(String::as_str)
             .filter(|u| target.as_ref().is_none_or(|(t, _)| t != u))
             .collect();
         let mut invitee = None;
@@ -256,13 +291,13 @@ impl Evaluator {
         }
         let sender = pdu.sender.as_str();
         let server = self.rooms.server_name();
-        let mut seen = HashSet::new();
-        // Only this server's users get notifications here.
+        // Only this server's users get notifications here. The joined list names each member
+        // once, and the invitee is not among them.
         let recipients: Vec<&UserId> = joined
             .iter()
             .copied()
             .chain(invitee)
-            .filter(|u| *u != sender && seen.insert(*u))
+            .filter(|u| *u != sender)
             .filter_map(|u| <&UserId>::try_from(u).ok())
             .filter(|u| u.server_name() == server)
             .collect();
@@ -277,6 +312,7 @@ impl Evaluator {
         let member_count = UInt::try_from(joined.len() as u64).unwrap_or_default();
         let event_json = serde_json::value::to_raw_value(&pdu.to_client_value())
             .map_err(|e| Error::internal(e.to_string()))?;
+        let text = event_json.get().to_ascii_lowercase();
         let raw: Raw<Value> = Raw::from_json(event_json);
         // Flattened once for all recipients.
         let event = FlattenedJson::from_raw(&raw);
@@ -292,6 +328,9 @@ impl Evaluator {
             String::new(),
         )
         .with_power_levels(levels.clone().into());
+        // What the defaults give every recipient the event does not name, worked out once: in
+        // a room of 2,000 that is nearly everyone.
+        let mut common: Option<Verdict> = None;
 
         // Each recipient's outcome (`None`: not notified), and whether they are joined (an
         // invitee is not: a room notification reaches joined members only).
@@ -299,33 +338,48 @@ impl Evaluator {
             Vec::with_capacity(recipients.len());
         for uid in recipients {
             let own = self.rules.own_rules(uid).await?;
-            let shared = match own {
-                None => defaults.as_mut(),
-                Some(_) => None,
-            };
-            ctx.user_id = uid.to_owned();
-            ctx.user_display_name = match &shared {
-                // The display name is a state lookup and a parse, for nothing here.
-                Some(d) if !d.reads_display_name() => String::new(),
-                _ => self.display_name(state, uid).await?,
-            };
-            let actions = match shared {
-                Some(d) => d.actions(&event, &ctx).await,
-                None => {
+            let verdict = match (own, defaults.as_mut()) {
+                (None, Some(d)) if d.alike_unless_named() && rules::unnamed(&text, uid) => {
+                    match &common {
+                        Some(v) => v.clone(),
+                        None => {
+                            ctx.user_id = uid.to_owned();
+                            ctx.user_display_name = String::new();
+                            let v = verdict(&d.actions(&event, &ctx, false).await);
+                            common = Some(v.clone());
+                            v
+                        }
+                    }
+                }
+                (None, Some(d)) => {
+                    ctx.user_id = uid.to_owned();
+                    // The display name is a state lookup and a parse, mostly for nothing.
+                    ctx.user_display_name = if d.reads_display_name() {
+                        self.display_name(state, uid).await?
+                    } else {
+                        String::new()
+                    };
+                    verdict(&d.actions(&event, &ctx, true).await)
+                }
+                (own, _) => {
+                    ctx.user_id = uid.to_owned();
+                    ctx.user_display_name = self.display_name(state, uid).await?;
                     let rules = match own {
                         Some(rules) => rules,
                         None => self.rules.ruleset(uid).await?,
                     };
                     let resolved = quiet_hours::resolve_time_conditions(&rules, now);
-                    rules::actions_for(resolved.as_ref().unwrap_or(&rules), &event, &ctx).await
+                    verdict(
+                        &rules::actions_for(resolved.as_ref().unwrap_or(&rules), &event, &ctx)
+                            .await,
+                    )
                 }
             };
             let joined = invitee != Some(uid.as_str());
-            if !actions.iter().any(Action::should_notify) {
+            let Some((highlight, actions)) = verdict else {
                 outcomes.push((uid, joined, None));
                 continue;
-            }
-            let highlight = actions.iter().any(Action::is_highlight);
+            };
             let quiet = if urgent {
                 None
             } else {
@@ -337,7 +391,7 @@ impl Evaluator {
                 Some(Outcome {
                     highlight,
                     push: quiet.is_none(),
-                    actions: serde_json::to_string(&actions).unwrap_or_else(|_| "[]".into()),
+                    actions,
                 }),
             ));
         }
@@ -348,6 +402,64 @@ impl Evaluator {
             pdu.sender.as_str(),
             thread_id,
         ))
+    }
+
+    /// The room's joined members, from the cache while the room's state is the one they were
+    /// read with; kept there (for a large room) when `keep`.
+    async fn joined_members(
+        &self,
+        room: &str,
+        state: &Arc<StateMap>,
+        keep: bool,
+    ) -> Result<Arc<Vec<String>>> {
+        if let Some(c) = self.members.lock().get(room)
+            && std::ptr::eq(c.state.as_ptr(), Arc::as_ptr(state))
+        {
+            return Ok(c.joined.clone());
+        }
+        let joined: Arc<Vec<String>> = Arc::new(
+            self.store
+                .room_members(room)
+                .await?
+                .into_iter()
+                .filter(|m| m.membership == "join")
+                .map(|m| m.user_id)
+                .collect(),
+        );
+        if keep && joined.len() >= CACHED_MEMBERS_MIN {
+            let mut cache = self.members.lock();
+            if cache.len() >= MEMBER_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(
+                room.to_owned(),
+                CachedMembers {
+                    state: Arc::downgrade(state),
+                    joined: joined.clone(),
+                },
+            );
+        }
+        Ok(joined)
+    }
+
+    /// Reads what evaluating a message into each of `rooms` needs (the members, their rules and
+    /// quiet-hours schedules), so that the first message into a large room after a start does
+    /// not wait for it. The state is read before the members: a membership change in between
+    /// leaves a list under a map that is no longer the room's, which is never used.
+    pub(super) async fn warm(&self, rooms: &[OwnedRoomId]) -> Result<()> {
+        let server = self.rooms.server_name();
+        for room in rooms {
+            let state = self.rooms.current_state(room).await?;
+            let joined = self.joined_members(room.as_str(), &state, true).await?;
+            let local: Vec<&UserId> = joined
+                .iter()
+                .filter_map(|u| <&UserId>::try_from(u.as_str()).ok())
+                .filter(|u| u.server_name() == server)
+                .collect();
+            self.rules.prefetch(&local).await?;
+            self.prefetch_schedules(&local).await?;
+        }
+        Ok(())
     }
 
     /// The member's display name in the room, or their localpart.

@@ -106,7 +106,7 @@ impl crate::rooms::EventHook for Hook {
     fn notifications<'a>(
         &'a self,
         pdu: &'a Pdu,
-        state: &'a crate::rooms::StateMap,
+        state: &'a Arc<crate::rooms::StateMap>,
     ) -> futures::future::BoxFuture<'a, crate::rooms::EventNotifications> {
         Box::pin(async move {
             let Some(evaluator) = self.evaluator.upgrade() else {
@@ -259,6 +259,7 @@ impl Push {
             account_data: account_data.clone(),
             clock: clock.clone(),
             quiet: pc.quiet_hours.clone(),
+            members: Mutex::default(),
         });
         let bot = Arc::new(commands::Bot::new(
             store.clone(),
@@ -292,6 +293,14 @@ impl Push {
             evaluated: Arc::default(),
             counts: Mutex::default(),
         })
+    }
+
+    /// Reads ahead what evaluating the first message into each of `rooms` (the largest, at a
+    /// start) needs; see `Evaluator::warm`.
+    pub async fn warm(&self, rooms: &[ruma::OwnedRoomId]) {
+        if let Err(e) = self.evaluator.warm(rooms).await {
+            tracing::warn!(error = %e, "could not read ahead for the largest rooms' push rules");
+        }
     }
 
     /// The stream position up to which new events have been evaluated for push.

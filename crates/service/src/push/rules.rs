@@ -207,6 +207,39 @@ pub(super) struct DefaultRules {
     shared: Vec<bool>,
     /// Whether a default rule may read the recipient's display name.
     reads_display_name: bool,
+    /// Whether every rule is either the same for every recipient or one that names the
+    /// recipient: then all recipients the event does not name get the same actions.
+    alike_unless_named: bool,
+}
+
+/// The user the shared defaults are built for; names no real user.
+const TEMPLATE_USER: &str = "@template:invalid";
+
+/// Whether a condition can only hold when the event's JSON holds `user`'s id verbatim: an exact
+/// match of a property, or an array holding it.
+fn needs_user_in_event(c: &PushCondition, user: &UserId) -> bool {
+    match c {
+        PushCondition::EventMatch(m) => m.pattern == user.as_str(),
+        PushCondition::EventPropertyContains(m) => {
+            m.value == ruma::push::ScalarJsonValue::String(user.as_str().to_owned())
+        }
+        _ => false,
+    }
+}
+
+/// Whether an event can not name `user` in a way a default rule sees: its JSON text (lowercased
+/// in ASCII, as globs match without case) does not hold the id. An id with glob characters, or
+/// beyond ASCII, could match more than itself and is never excluded.
+pub(super) fn unnamed(event_text_lowercase: &str, user: &UserId) -> bool {
+    let id = user.as_str();
+    if !id.is_ascii() || id.contains(['*', '?']) {
+        return false;
+    }
+    if id.bytes().any(|b| b.is_ascii_uppercase()) {
+        !event_text_lowercase.contains(&id.to_ascii_lowercase())
+    } else {
+        !event_text_lowercase.contains(id)
+    }
 }
 
 impl DefaultRules {
@@ -218,7 +251,7 @@ impl DefaultRules {
     }
 
     fn build() -> Option<Self> {
-        let template = Ruleset::server_default(<&UserId>::try_from("@template:invalid").ok()?);
+        let template = Ruleset::server_default(<&UserId>::try_from(TEMPLATE_USER).ok()?);
         // Time conditions are resolved per user and moment; the defaults must have none.
         if super::quiet_hours::resolve_time_conditions(&template, 0).is_some() {
             return None;
@@ -243,6 +276,17 @@ impl DefaultRules {
                 return None;
             }
         }
+        // The rules that name the user apply only to a user the event names (see `unnamed`).
+        for user in users {
+            let user = user?;
+            for rule in &template.override_ {
+                if let Some(own) = user_rule(&rule.rule_id, user)
+                    && !own.conditions.iter().any(|c| needs_user_in_event(c, user))
+                {
+                    return None;
+                }
+            }
+        }
         let conditions = |rule: AnyPushRuleRef<'_>| match rule {
             AnyPushRuleRef::Override(r) | AnyPushRuleRef::Underride(r) => {
                 Some(r.conditions.clone())
@@ -263,10 +307,17 @@ impl DefaultRules {
             .into_iter()
             .filter_map(conditions)
             .any(|c| !c.iter().all(same_for_everyone));
+        let shared: Vec<bool> = shared;
+        let alike_unless_named = (&template).into_iter().zip(&shared).all(|(rule, shared)| {
+            *shared
+                || matches!(rule, AnyPushRuleRef::Override(r)
+                    if user_rule(&r.rule_id, sample).is_some())
+        });
         Some(Self {
             template,
             shared,
             reads_display_name,
+            alike_unless_named,
         })
     }
 
@@ -292,12 +343,20 @@ impl EventDefaults {
         self.rules.reads_display_name
     }
 
+    /// Whether every recipient the event does not name ([`unnamed`]) gets the same actions.
+    pub(super) fn alike_unless_named(&self) -> bool {
+        self.rules.alike_unless_named
+    }
+
     /// What `Ruleset::get_actions` gives with `ctx.user_id`'s default ruleset. Every call for
     /// one `EventDefaults` must pass the same event and a context that differs only in the user.
+    /// `named` is false only for a recipient the event does not name ([`unnamed`]): the rules
+    /// that name the recipient are then skipped, as they cannot apply.
     pub(super) async fn actions(
         &mut self,
         event: &FlattenedJson,
         ctx: &PushConditionRoomCtx,
+        named: bool,
     ) -> Vec<Action> {
         if own_event(event, ctx) {
             return vec![];
@@ -316,7 +375,7 @@ impl EventDefaults {
             } else if let AnyPushRuleRef::Override(r) = rule
                 && let Some(own) = user_rule(&r.rule_id, &ctx.user_id)
             {
-                if AnyPushRuleRef::Override(&own).applies(event, ctx).await {
+                if named && AnyPushRuleRef::Override(&own).applies(event, ctx).await {
                     return own.actions;
                 }
                 false
@@ -826,6 +885,7 @@ mod tests {
     async fn shared_defaults_act_like_each_users_defaults() {
         let defaults = DefaultRules::shared().expect("the defaults name the user only as known");
         assert!(!defaults.reads_display_name);
+        assert!(defaults.alike_unless_named);
         let users = ["@alice:localhost", "@s:localhost", "@bob:elsewhere.example"];
         let mut events = vec![];
         for user in users {
@@ -835,6 +895,7 @@ mod tests {
         for (event, members, name) in events {
             let raw: ruma::serde::Raw<Value> = ruma::serde::Raw::new(&event).unwrap();
             let flat = FlattenedJson::from_raw(&raw);
+            let text = serde_json::to_string(&event).unwrap().to_ascii_lowercase();
             // One event for several recipients, as the evaluator does it.
             let mut for_event = defaults.for_event();
             for user in users {
@@ -842,7 +903,16 @@ mod tests {
                 let own = Ruleset::server_default(user);
                 let ctx = ctx(user, members, name);
                 let expected = serde_json::to_string(own.get_actions(&raw, &ctx).await).unwrap();
-                let actions = for_event.actions(&flat, &ctx).await;
+                let actions = for_event.actions(&flat, &ctx, true).await;
+                if unnamed(&text, user) {
+                    // The shortcut for a recipient the event does not name agrees.
+                    let shortcut = for_event.actions(&flat, &ctx, false).await;
+                    assert_eq!(
+                        serde_json::to_string(&shortcut).unwrap(),
+                        serde_json::to_string(&actions).unwrap(),
+                        "{user} {event}"
+                    );
+                }
                 seen_highlight |= actions.iter().any(Action::is_highlight);
                 seen_notify |= actions.iter().any(Action::should_notify);
                 let got = serde_json::to_string(&actions).unwrap();
@@ -853,6 +923,21 @@ mod tests {
         }
         // The samples reach the rules that matter, not only the silent ones.
         assert!(seen_highlight && seen_notify);
+    }
+
+    #[test]
+    fn an_event_names_a_user_by_the_id_in_any_case() {
+        let user = <&UserId>::try_from("@alice:localhost").unwrap();
+        assert!(unnamed(r#"{"body":"hello"}"#, user));
+        assert!(!unnamed(r#"{"state_key":"@alice:localhost"}"#, user));
+        let upper = <&UserId>::try_from("@Alice:localhost").unwrap();
+        assert!(!unnamed(
+            &r#"{"state_key":"@ALICE:localhost"}"#.to_ascii_lowercase(),
+            upper
+        ));
+        // Ids that could match more than themselves are always treated as named.
+        let glob = <&UserId>::try_from("@a*:localhost").unwrap();
+        assert!(!unnamed("{}", glob));
     }
 
     #[tokio::test]

@@ -364,6 +364,9 @@ impl Rooms {
         pdu: Pdu,
         txn: Option<(String, String, String)>,
     ) -> Result<(Arc<Pdu>, i64)> {
+        // Timed for the debug log: evaluation and the commit are what a large room's recipients
+        // wait for before they are woken.
+        let started = std::time::Instant::now();
         let rules = tip
             .version
             .rules()
@@ -478,11 +481,13 @@ impl Rooms {
             _ => None,
         };
         let redacted_target = redaction.as_ref().map(|(t, _)| t.clone());
+        let evaluating = std::time::Instant::now();
         let super::EventNotifications {
             rows: notifications,
             room: room_notification,
             pushed,
         } = self.notifications_for(&pdu, &new_state).await;
+        let persisting = std::time::Instant::now();
         let persisted = self
             .store
             .persist_event(NewEvent {
@@ -543,6 +548,13 @@ impl Rooms {
             },
         );
         self.notifier.wake_room(pdu.room_id.as_str());
+        tracing::debug!(
+            room = %pdu.room_id,
+            authorize_us = (evaluating - started).as_micros() as u64,
+            evaluate_us = (persisting - evaluating).as_micros() as u64,
+            persist_us = persisting.elapsed().as_micros() as u64,
+            "event stored and its room woken"
+        );
         if let Some(user) = pdu
             .state_key
             .as_deref()

@@ -74,7 +74,7 @@ pub trait EventHook: Send + Sync {
     fn notifications<'a>(
         &'a self,
         pdu: &'a Pdu,
-        state: &'a StateMap,
+        state: &'a Arc<StateMap>,
     ) -> futures::future::BoxFuture<'a, EventNotifications>;
 
     /// Called once the event and its notifications are durable, with the users whose
@@ -121,7 +121,7 @@ impl Rooms {
     pub(crate) async fn notifications_for(
         &self,
         pdu: &Pdu,
-        state: &StateMap,
+        state: &Arc<StateMap>,
     ) -> EventNotifications {
         match self.event_hook.get() {
             Some(h) => h.notifications(pdu, state).await,
@@ -274,22 +274,28 @@ impl Rooms {
     /// Reads the current state of the rooms with the most joined members into memory, so that
     /// the first message into a large room after a start does not pay for it (a room of 2,000
     /// members: its state map, about 15 ms of CPU, on the message's way to every member).
-    pub async fn warm_largest(&self) {
+    /// Returns the rooms read.
+    pub async fn warm_largest(&self) -> Vec<ruma::OwnedRoomId> {
         let rooms = match self.store.largest_rooms(WARM_MIN_MEMBERS, WARM_ROOMS).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list the largest rooms");
-                return;
+                return vec![];
             }
         };
+        let mut warmed = Vec::with_capacity(rooms.len());
         for room in rooms {
             let Ok(room_id) = ruma::OwnedRoomId::try_from(room) else {
                 continue;
             };
-            if let Err(e) = self.tip(&room_id).await {
-                tracing::debug!(%room_id, error = %e, "could not read a large room's state");
+            match self.tip(&room_id).await {
+                Ok(_) => warmed.push(room_id),
+                Err(e) => {
+                    tracing::debug!(%room_id, error = %e, "could not read a large room's state")
+                }
             }
         }
+        warmed
     }
 
     pub(crate) fn set_tip(&self, room_id: &ruma::RoomId, tip: RoomTip) {
