@@ -228,11 +228,12 @@ fn needs_user_in_event(c: &PushCondition, user: &UserId) -> bool {
 }
 
 /// Whether an event can not name `user` in a way a default rule sees: its JSON text (lowercased
-/// in ASCII, as globs match without case) does not hold the id. An id with glob characters, or
-/// beyond ASCII, could match more than itself and is never excluded.
+/// in ASCII, as globs match without case) does not hold the id. An id with glob characters, with
+/// characters JSON escapes, or beyond ASCII, could be named without showing verbatim and is
+/// never excluded.
 pub(super) fn unnamed(event_text_lowercase: &str, user: &UserId) -> bool {
     let id = user.as_str();
-    if !id.is_ascii() || id.contains(['*', '?']) {
+    if !id.is_ascii() || id.contains(['*', '?', '"', '\\']) {
         return false;
     }
     if id.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -294,7 +295,7 @@ impl DefaultRules {
             _ => None,
         };
         let sample = users[0]?;
-        let shared = (&template)
+        let shared: Vec<bool> = (&template)
             .into_iter()
             .map(|rule| {
                 let names_user = matches!(rule, AnyPushRuleRef::Override(r)
@@ -307,7 +308,6 @@ impl DefaultRules {
             .into_iter()
             .filter_map(conditions)
             .any(|c| !c.iter().all(same_for_everyone));
-        let shared: Vec<bool> = shared;
         let alike_unless_named = (&template).into_iter().zip(&shared).all(|(rule, shared)| {
             *shared
                 || matches!(rule, AnyPushRuleRef::Override(r)
@@ -938,6 +938,8 @@ mod tests {
         // Ids that could match more than themselves are always treated as named.
         let glob = <&UserId>::try_from("@a*:localhost").unwrap();
         assert!(!unnamed("{}", glob));
+        let quoted = <&UserId>::try_from(r#"@a"b:localhost"#).unwrap();
+        assert!(!unnamed(r#"{"state_key":"@a\"b:localhost"}"#, quoted));
     }
 
     #[tokio::test]
