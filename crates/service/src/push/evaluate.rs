@@ -65,6 +65,17 @@ fn verdict(actions: &[Action]) -> Verdict {
     })
 }
 
+/// The ids among `ids` of this server's users (only they get notifications here).
+fn local_users<'a>(
+    ids: impl IntoIterator<Item = &'a str>,
+    server: &ruma::ServerName,
+) -> Vec<&'a UserId> {
+    ids.into_iter()
+        .filter_map(|u| <&UserId>::try_from(u).ok())
+        .filter(|u| u.server_name() == server)
+        .collect()
+}
+
 /// Users whose quiet-hours schedule (or its absence) is kept in memory at most.
 const SCHEDULE_CACHE_LIMIT: usize = 100_000;
 
@@ -293,14 +304,14 @@ impl Evaluator {
         let server = self.rooms.server_name();
         // Only this server's users get notifications here. The joined list names each member
         // once, and the invitee is not among them.
-        let recipients: Vec<&UserId> = joined
-            .iter()
-            .copied()
-            .chain(invitee)
-            .filter(|u| *u != sender)
-            .filter_map(|u| <&UserId>::try_from(u).ok())
-            .filter(|u| u.server_name() == server)
-            .collect();
+        let recipients = local_users(
+            joined
+                .iter()
+                .copied()
+                .chain(invitee)
+                .filter(|u| *u != sender),
+            server,
+        );
         if recipients.is_empty() {
             return Ok(EventNotifications::default());
         }
@@ -451,11 +462,7 @@ impl Evaluator {
         for room in rooms {
             let state = self.rooms.current_state(room).await?;
             let joined = self.joined_members(room.as_str(), &state, true).await?;
-            let local: Vec<&UserId> = joined
-                .iter()
-                .filter_map(|u| <&UserId>::try_from(u.as_str()).ok())
-                .filter(|u| u.server_name() == server)
-                .collect();
+            let local = local_users(joined.iter().map(String::as_str), server);
             self.rules.prefetch(&local).await?;
             self.prefetch_schedules(&local).await?;
         }
