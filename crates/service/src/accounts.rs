@@ -42,10 +42,10 @@ pub struct Accounts {
     notifier: Arc<Notifier>,
     /// When each device's last-seen data was last written; bounds those writes to one per
     /// device per interval instead of one per request.
-    last_touch: parking_lot::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
+    last_touch: parking_lot::Mutex<foldhash::HashMap<(String, String), std::time::Instant>>,
     /// Authenticated tokens (by hash) and the position they were checked at; void as soon as any
     /// credential changes after it (logout, device deletion, deactivation, admin flag).
-    authenticated: parking_lot::Mutex<std::collections::HashMap<String, (i64, Requester)>>,
+    authenticated: parking_lot::Mutex<foldhash::HashMap<String, (i64, Requester)>>,
 }
 
 const TOUCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);

@@ -7,8 +7,8 @@
 //! member events every send and evaluation reads), and under load the rush of reads that
 //! followed stalled everything for a moment.
 
+use foldhash::HashMap;
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::Hash;
 
 pub(crate) struct Generations<K, V> {
@@ -21,8 +21,8 @@ pub(crate) struct Generations<K, V> {
 impl<K: Hash + Eq, V: Clone> Generations<K, V> {
     pub(crate) fn new(limit: usize) -> Self {
         Self {
-            young: HashMap::new(),
-            old: HashMap::new(),
+            young: HashMap::default(),
+            old: HashMap::default(),
             limit: limit.max(1),
         }
     }

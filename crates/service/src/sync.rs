@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use feldpost_storage::{MembershipRecord, Store, StoredEvent};
 use parking_lot::Mutex;
+use ruma::events::TimelineEventType;
 use ruma::{OwnedRoomId, UserId};
-use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::filter::Filter;
 use crate::notifier::{Interest, Notifier, Subscription, WakeKey};
+use crate::pdu::ClientEvent;
 use crate::rooms::Rooms;
 use crate::timeline::{Timeline, position_token};
 use crate::typing::Typing;
@@ -70,6 +72,8 @@ impl std::fmt::Display for SyncToken {
 pub struct SyncResponse {
     next_batch: String,
     join: Map<String, Value>,
+    /// The timeline events of the rooms in `join`, written into their sections.
+    timelines: Timelines,
     invite: Map<String, Value>,
     leave: Map<String, Value>,
     account_data: Vec<Value>,
@@ -90,6 +94,10 @@ impl Serialize for Events<'_> {
     }
 }
 
+/// Joined rooms' timeline events by room id. Kept beside the rooms' JSON trees: the events are
+/// written straight from their PDUs (`ClientEvent`).
+type Timelines = HashMap<String, Vec<ClientEvent>>;
+
 struct RoomsSection<'a>(&'a SyncResponse);
 
 impl Serialize for RoomsSection<'_> {
@@ -97,9 +105,58 @@ impl Serialize for RoomsSection<'_> {
         let r = self.0;
         let mut m = s.serialize_struct("Rooms", 4)?;
         m.serialize_field("invite", &r.invite)?;
-        m.serialize_field("join", &r.join)?;
+        m.serialize_field("join", &JoinSection(&r.join, &r.timelines))?;
         m.serialize_field("knock", &Map::new())?;
         m.serialize_field("leave", &r.leave)?;
+        m.end()
+    }
+}
+
+/// The joined rooms, each with its timeline events written into `timeline`.
+struct JoinSection<'a>(&'a Map<String, Value>, &'a Timelines);
+
+impl Serialize for JoinSection<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (id, room) in self.0 {
+            match (room.as_object(), self.1.get(id)) {
+                (Some(fields), Some(events)) => {
+                    m.serialize_entry(id, &JoinedRoom(fields, events))?;
+                }
+                _ => m.serialize_entry(id, room)?,
+            }
+        }
+        m.end()
+    }
+}
+
+struct JoinedRoom<'a>(&'a Map<String, Value>, &'a [ClientEvent]);
+
+impl Serialize for JoinedRoom<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            match v.as_object() {
+                Some(timeline) if k == "timeline" => {
+                    m.serialize_entry(k, &TimelineSection(timeline, self.1))?
+                }
+                _ => m.serialize_entry(k, v)?,
+            }
+        }
+        m.end()
+    }
+}
+
+/// `timeline`: its events, then its other fields (`limited`, `prev_batch`).
+struct TimelineSection<'a>(&'a Map<String, Value>, &'a [ClientEvent]);
+
+impl Serialize for TimelineSection<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("events", self.1)?;
+        for (k, v) in self.0.iter().filter(|(k, _)| *k != "events") {
+            m.serialize_entry(k, v)?;
+        }
         m.end()
     }
 }
@@ -149,7 +206,7 @@ pub struct Sync {
     push: Option<Arc<crate::push::Push>>,
     /// Each user's memberships and the position they were read at; valid while the change index
     /// shows no change of the user after it.
-    memberships: Mutex<HashMap<String, CachedMemberships>>,
+    memberships: Mutex<foldhash::HashMap<String, CachedMemberships>>,
     /// Per device, the position up to which send-to-device messages were acknowledged: while the
     /// user has no change after it, there is nothing more to delete.
     acknowledged: Mutex<PerDevice<i64>>,
@@ -166,14 +223,14 @@ type KeyCounts = (BTreeMap<String, u64>, Vec<String>);
 /// Per-device entries, looked up by borrowed user and device ids: every sync reads two of these
 /// caches, and a map keyed by an owned pair would allocate both ids for each lookup.
 struct PerDevice<V> {
-    users: HashMap<String, Vec<(String, V)>>,
+    users: foldhash::HashMap<String, Vec<(String, V)>>,
     entries: usize,
 }
 
 impl<V> Default for PerDevice<V> {
     fn default() -> Self {
         Self {
-            users: HashMap::new(),
+            users: foldhash::HashMap::default(),
             entries: 0,
         }
     }
@@ -422,6 +479,7 @@ impl Sync {
         let everything = initial || req.full_state || since.stream > now.stream;
         let user_changed = everything || changes.user_changed(user.as_str(), since.stream);
         let mut join = Map::new();
+        let mut timelines = Timelines::new();
         let mut invite = Map::new();
         let mut leave = Map::new();
         let mut anything = false;
@@ -445,11 +503,12 @@ impl Sync {
                         continue;
                     }
                     let Some(room_id) = room_id() else { continue };
-                    if let Some(v) = self
+                    if let Some((v, events)) = self
                         .joined_room(user, device, &room_id, since, now, newly, req)
                         .await?
                     {
                         join.insert(m.room_id.clone(), v);
+                        timelines.insert(m.room_id.clone(), events);
                         anything = true;
                     }
                 }
@@ -590,13 +649,13 @@ impl Sync {
         // Device lists change with keys, and with who shares a room: a membership event in a
         // room (or a timeline too long to tell) means the delta must be computed.
         let members_moved = memberships.iter().any(|m| m.stream > since.stream)
-            || join.values().any(|room| {
-                room.pointer("/timeline/limited") == Some(&Value::Bool(true))
-                    || room
-                        .pointer("/timeline/events")
-                        .and_then(Value::as_array)
-                        .is_some_and(|evs| evs.iter().any(|e| e["type"] == "m.room.member"))
-            });
+            || join
+                .values()
+                .any(|room| room.pointer("/timeline/limited") == Some(&Value::Bool(true)))
+            || timelines
+                .values()
+                .flatten()
+                .any(|e| *e.kind() == TimelineEventType::RoomMember);
         let device_lists =
             if initial || !(members_moved || changes.device_lists_changed(since.stream)) {
                 crate::keys::DeviceListDelta::default()
@@ -633,6 +692,7 @@ impl Sync {
         let body = SyncResponse {
             next_batch: next.to_string(),
             join,
+            timelines,
             invite,
             leave,
             account_data,
@@ -664,7 +724,7 @@ impl Sync {
         now: SyncToken,
         newly_joined: bool,
         req: &SyncRequest,
-    ) -> Result<Option<Value>> {
+    ) -> Result<Option<(Value, Vec<ClientEvent>)>> {
         let limit = self.timeline_limit(req);
         let tfilter = &req.filter.room.timeline;
         let after = if newly_joined { 0 } else { since.stream };
@@ -751,19 +811,25 @@ impl Sync {
         }
         let prev_batch =
             position_token(visible.first().map(|e| e.stream - 1).unwrap_or(now.stream));
-        let rendered = self
+        let events = self
             .timeline
-            .render_many(&visible, Some((user.as_str(), device)))
+            .client_events(&visible, Some((user.as_str(), device)))
             .await?;
-        let mut room = empty_joined_room();
-        room["timeline"] =
-            json!({"events": rendered, "limited": limited, "prev_batch": prev_batch});
-        room["state"] = json!({"events": state});
-        room["ephemeral"] = json!({"events": ephemeral});
-        if newly_joined || !state.is_empty() {
-            room["summary"] = self.summary(user, room_id).await?;
+        let summary = if newly_joined || !state.is_empty() {
+            Some(self.summary(user, room_id).await?)
+        } else {
+            None
+        };
+        // Moved into the tree, not copied: `json!` would serialize them anew. The events are
+        // written into the timeline from the response's `timelines`.
+        let mut timeline = Map::new();
+        timeline.insert("limited".into(), Value::Bool(limited));
+        timeline.insert("prev_batch".into(), Value::String(prev_batch));
+        let mut room = joined_room_section(Value::Object(timeline), state, ephemeral);
+        if let Some(summary) = summary {
+            room.insert("summary".into(), summary);
         }
-        Ok(Some(room))
+        Ok(Some((Value::Object(room), events)))
     }
 
     /// The state section: the state at the start of the timeline that the client lacks.
@@ -956,13 +1022,34 @@ impl Sync {
 }
 
 pub(crate) fn empty_joined_room() -> Value {
-    json!({
-        "timeline": {"events": [], "limited": false},
-        "state": {"events": []},
-        "account_data": {"events": []},
-        "ephemeral": {"events": []},
-        "unread_notifications": {},
-    })
+    let mut timeline = Map::new();
+    timeline.insert("events".into(), Value::Array(Vec::new()));
+    timeline.insert("limited".into(), Value::Bool(false));
+    Value::Object(joined_room_section(
+        Value::Object(timeline),
+        Vec::new(),
+        Vec::new(),
+    ))
+}
+
+/// A joined room's section with its timeline, state and ephemeral events.
+fn joined_room_section(
+    timeline: Value,
+    state: Vec<Value>,
+    ephemeral: Vec<Value>,
+) -> Map<String, Value> {
+    let events = |list: Vec<Value>| {
+        let mut m = Map::new();
+        m.insert("events".into(), Value::Array(list));
+        Value::Object(m)
+    };
+    let mut room = Map::new();
+    room.insert("timeline".into(), timeline);
+    room.insert("state".into(), events(state));
+    room.insert("account_data".into(), events(Vec::new()));
+    room.insert("ephemeral".into(), events(ephemeral));
+    room.insert("unread_notifications".into(), Value::Object(Map::new()));
+    room
 }
 
 fn stripped(p: &crate::pdu::Pdu) -> Value {

@@ -8,7 +8,7 @@ use ruma::{EventId, OwnedRoomId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::filter::RoomEventFilter;
-use crate::pdu::Pdu;
+use crate::pdu::{ClientEvent, Pdu};
 use crate::rooms::Rooms;
 use crate::rooms::append::now_ms;
 use crate::{Error, Result};
@@ -52,6 +52,34 @@ impl Timeline {
     ) -> Result<Value> {
         let pdu = self.rooms.pdu_of(e)?;
         let mut m = pdu.to_client_value();
+        let unsigned = self.unsigned(e, &pdu, viewer_device).await?;
+        m.insert("unsigned".into(), Value::Object(unsigned));
+        Ok(Value::Object(m))
+    }
+
+    /// Like `render_many`, for responses that only write the events out (sync timelines).
+    pub async fn client_events(
+        &self,
+        events: &[StoredEvent],
+        viewer: Option<(&str, &str)>,
+    ) -> Result<Vec<ClientEvent>> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let pdu = self.rooms.pdu_of(e)?;
+            let unsigned = self.unsigned(e, &pdu, viewer).await?;
+            out.push(ClientEvent::new(pdu, unsigned));
+        }
+        Ok(out)
+    }
+
+    /// `unsigned` as this requester sees it: the age, the transaction id for the device that
+    /// sent the event, and what redacted it.
+    async fn unsigned(
+        &self,
+        e: &StoredEvent,
+        pdu: &Pdu,
+        viewer_device: Option<(&str, &str)>,
+    ) -> Result<Map<String, Value>> {
         let mut unsigned: Map<String, Value> = match &e.unsigned {
             Some(u) => serde_json::from_str(u).unwrap_or_default(),
             None => Map::new(),
@@ -73,8 +101,7 @@ impl Timeline {
                 Value::Object(rp.to_client_value()),
             );
         }
-        m.insert("unsigned".into(), Value::Object(unsigned));
-        Ok(Value::Object(m))
+        Ok(unsigned)
     }
 
     /// The client format of a state event from its id (used for state sections and /state).

@@ -18,7 +18,7 @@ struct RoomTyping {
 }
 
 pub struct Typing {
-    rooms: Mutex<HashMap<String, RoomTyping>>,
+    rooms: Mutex<foldhash::HashMap<String, RoomTyping>>,
     serial: Mutex<u64>,
     notifier: Arc<Notifier>,
 }

@@ -7,7 +7,8 @@
 //! reads the current position and then this index never misses a change at or below it. Positions
 //! from before the process started are unknown: any question about them answers "maybe changed".
 
-use std::collections::HashMap;
+// Looked up for every room of every sync: a fast, randomly seeded hash rather than SipHash.
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use parking_lot::RwLock;
