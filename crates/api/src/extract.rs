@@ -64,13 +64,8 @@ impl FromRequestParts<AppState> for Auth {
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip().to_string())
                 .unwrap_or_default();
-            let (services, r) = (state.services.clone(), requester.clone());
-            // Last-seen data is informational: written off the request path.
-            tokio::spawn(async move {
-                if let Err(e) = services.accounts.touch_device(&r, &ip).await {
-                    tracing::debug!(error = %e, "could not record device activity");
-                }
-            });
+            // Last-seen data is informational: written off the request path, with others.
+            state.services.accounts.seen(&requester, ip);
         }
         Ok(Auth(requester))
     }

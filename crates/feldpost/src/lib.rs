@@ -109,6 +109,10 @@ impl Application {
         let (served, admin_served) = tokio::join!(main, admin);
         background.abort();
         upkeep.abort();
+        // The last second of last-seen data.
+        if let Err(e) = self.services.accounts.flush_seen().await {
+            tracing::debug!(error = %e, "could not record device activity");
+        }
         served.context("serving")?;
         admin_served.context("serving the admin listener")
     }

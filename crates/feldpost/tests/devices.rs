@@ -326,3 +326,22 @@ async fn bad_input() {
         .await;
     assert_eq!((s, b["errcode"].as_str()), (401, Some("M_MISSING_TOKEN")));
 }
+
+/// Where and when a device was last seen is written in batches, and flushed before anyone reads
+/// it: another device of the user sees it at once.
+#[tokio::test]
+async fn another_device_sees_where_a_device_was_last_seen_at_once() {
+    let srv = TestServer::start().await;
+    let alice = srv.register("alice").await;
+    let phone = login(&srv, "alice", "Phone").await;
+    let (s, _) = srv.get("/_matrix/client/v3/account/whoami", &phone).await;
+    assert_eq!(s, 200);
+    let (s, b) = srv.get(&device(&phone.device_id), &alice).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["last_seen_ip"], "127.0.0.1", "{b}");
+    assert!(
+        b["last_seen_ts"]
+            .as_i64()
+            .is_some_and(|t| t > 1_600_000_000_000)
+    );
+}

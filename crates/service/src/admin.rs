@@ -175,6 +175,8 @@ impl Admin {
     }
 
     pub async fn list_users(&self, q: UserListQuery) -> Result<(Vec<UserListEntry>, u64)> {
+        // The list shows when each user was last seen.
+        self.accounts.flush_seen().await?;
         Ok(self.store.list_users(q).await?)
     }
 
@@ -992,6 +994,8 @@ impl OfflineAdmin {
     }
 
     pub async fn list_users(&self, q: UserListQuery) -> Result<(Vec<UserListEntry>, u64)> {
+        // The list shows when each user was last seen.
+        self.accounts.flush_seen().await?;
         Ok(self.store.list_users(q).await?)
     }
 

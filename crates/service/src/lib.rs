@@ -237,6 +237,9 @@ impl Services {
             loop {
                 tick.tick().await;
                 s.typing.expire();
+                if let Err(e) = s.accounts.flush_seen().await {
+                    tracing::debug!(error = %e, "could not record device activity");
+                }
                 n += 1;
                 if n.is_multiple_of(60) {
                     s.notifier.prune();

@@ -57,13 +57,8 @@ pub trait AccountStore: Send + Sync {
     ) -> Result<()>;
     async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>>;
     async fn delete_token(&self, token_hash: &str) -> Result<()>;
-    async fn touch_device(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        ip: &str,
-        now_ms: i64,
-    ) -> Result<()>;
+    /// Records where and when devices were last seen, in one write.
+    async fn touch_devices(&self, sightings: Vec<DeviceSighting>) -> Result<()>;
     async fn list_devices(&self, user_id: &str) -> Result<Vec<DeviceRecord>>;
     async fn get_device(&self, user_id: &str, device_id: &str) -> Result<Option<DeviceRecord>>;
     async fn set_device_name(

@@ -36,6 +36,15 @@ pub struct DeviceRecord {
     pub last_seen_ms: Option<i64>,
 }
 
+/// A device seen at an address at a time (`AccountStore::touch_devices`).
+#[derive(Debug, Clone)]
+pub struct DeviceSighting {
+    pub user_id: String,
+    pub device_id: String,
+    pub ip: String,
+    pub at_ms: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewRoom {
     pub room_id: String,

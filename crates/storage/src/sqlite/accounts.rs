@@ -5,7 +5,8 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::{CachedExt, SqliteStore};
 use crate::{
-    AccountStore, ChangeKey, DeviceRecord, NewUser, Result, StorageError, TokenOwner, UserRecord,
+    AccountStore, ChangeKey, DeviceRecord, DeviceSighting, NewUser, Result, StorageError,
+    TokenOwner, UserRecord,
 };
 
 const USER_COLS: &str =
@@ -194,19 +195,17 @@ impl AccountStore for SqliteStore {
         .await
     }
 
-    async fn touch_device(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        ip: &str,
-        now_ms: i64,
-    ) -> Result<()> {
-        let (u, d, ip) = (user_id.to_owned(), device_id.to_owned(), ip.to_owned());
+    async fn touch_devices(&self, sightings: Vec<DeviceSighting>) -> Result<()> {
+        if sightings.is_empty() {
+            return Ok(());
+        }
         self.write(move |tx, _| {
-            tx.exec(
+            let mut st = tx.prepare_cached(
                 "UPDATE devices SET last_seen_ip = ?3, last_seen_ms = ?4 WHERE user_id = ?1 AND device_id = ?2",
-                params![u, d, ip, now_ms],
             )?;
+            for s in &sightings {
+                st.execute(params![s.user_id, s.device_id, s.ip, s.at_ms])?;
+            }
             Ok(())
         })
         .await
