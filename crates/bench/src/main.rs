@@ -22,7 +22,7 @@ use crate::client::Registration;
 /// The generator shares the cores with the server it measures: every response it parses and
 /// every request it builds allocate, and the system allocator cost it about a tenth of its time.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: feldpost_memory::MiMalloc = feldpost_memory::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -135,18 +135,9 @@ fn emit(out: &Option<PathBuf>, value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-/// Freed memory stays with the generator for this long before it goes back to the system, as in
-/// the server (see its `PURGE_DELAY_MS`): every large room's burst would otherwise fault it in
-/// again. `MIMALLOC_PURGE_DELAY` overrides it.
-const PURGE_DELAY_MS: std::os::raw::c_long = 10_000;
-/// mimalloc's `mi_option_purge_delay`.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() -> Result<()> {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a plain integer option; called once, before any other thread runs.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
-    }
+    // As the server's (see `feldpost_memory`): the generator's bursts are the same bursts.
+    feldpost_memory::tune();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -6,29 +6,13 @@ use feldpost::{Application, config};
 use feldpost_service::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
-/// Thousands of short-lived allocations per sync response, across many threads: mimalloc's
-/// per-thread heaps spend far less time in the allocator than the system one here.
+/// Thousands of short-lived allocations per sync response, across many threads: mimalloc,
+/// set up for bursts of answers (see `feldpost_memory`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// How long memory the server freed stays with it before it goes back to the system. mimalloc
-/// returns it after a second by default; a message into a large room needs it again a few
-/// seconds later, and with transparent huge pages every return and fault-in zeroes 2 MiB: in
-/// the 80,000-client benchmark that churn lengthened the answer bursts. Freed memory that is
-/// not used again for this long still goes back. `MIMALLOC_PURGE_DELAY` overrides it.
-const PURGE_DELAY_MS: std::os::raw::c_long = 10_000;
-/// mimalloc's `mi_option_purge_delay`.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-fn keep_freed_memory() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a plain integer option; called once, before any other thread runs.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
-    }
-}
+static GLOBAL: feldpost_memory::MiMalloc = feldpost_memory::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    keep_freed_memory();
+    feldpost_memory::tune();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -118,28 +102,5 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The option index is mimalloc's purge delay: untouched, it holds mimalloc's default of
-    /// one second, and setting it reads back.
-    #[test]
-    fn the_purge_delay_option_is_the_one_set() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            return;
-        }
-        // SAFETY: reads and sets a plain integer option.
-        unsafe {
-            assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), 1_000);
-            keep_freed_memory();
-            assert_eq!(
-                libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
-                PURGE_DELAY_MS
-            );
-        }
     }
 }
