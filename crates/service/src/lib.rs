@@ -17,6 +17,7 @@ pub mod keys;
 pub mod media;
 pub mod notifier;
 pub mod pdu;
+mod per_device;
 pub mod presence;
 pub mod profile;
 pub mod push;

@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::filter::Filter;
 use crate::notifier::{Interest, Notifier, Subscription, WakeKey};
 use crate::pdu::ClientEvent;
+use crate::per_device::PerDevice;
 use crate::rooms::Rooms;
 use crate::timeline::{Timeline, position_token};
 use crate::typing::Typing;
@@ -219,48 +220,6 @@ type CachedKeyCounts = (i64, Arc<KeyCounts>);
 
 /// A device's one-time key counts and unused fallback key types.
 type KeyCounts = (BTreeMap<String, u64>, Vec<String>);
-
-/// Per-device entries, looked up by borrowed user and device ids: every sync reads two of these
-/// caches, and a map keyed by an owned pair would allocate both ids for each lookup.
-struct PerDevice<V> {
-    users: foldhash::HashMap<String, Vec<(String, V)>>,
-    entries: usize,
-}
-
-impl<V> Default for PerDevice<V> {
-    fn default() -> Self {
-        Self {
-            users: foldhash::HashMap::default(),
-            entries: 0,
-        }
-    }
-}
-
-impl<V> PerDevice<V> {
-    fn get(&self, user: &str, device: &str) -> Option<&V> {
-        self.users
-            .get(user)?
-            .iter()
-            .find(|(d, _)| d == device)
-            .map(|(_, v)| v)
-    }
-
-    /// Sets the entry; past `MAX_CACHED_USERS` entries the cache starts over.
-    fn insert(&mut self, user: &str, device: &str, value: V) {
-        if self.entries >= MAX_CACHED_USERS {
-            self.users.clear();
-            self.entries = 0;
-        }
-        let devices = self.users.entry(user.to_owned()).or_default();
-        match devices.iter_mut().find(|(d, _)| d == device) {
-            Some(slot) => slot.1 = value,
-            None => {
-                devices.push((device.to_owned(), value));
-                self.entries += 1;
-            }
-        }
-    }
-}
 
 /// A user's memberships, the position they were read at, and — once a sync subscribed with
 /// them — their wake keys resolved to the notifier's slots, which every later long poll of the
