@@ -30,14 +30,27 @@ impl std::str::FromStr for Registration {
 
 /// Percent-encodes one path segment.
 pub fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
+    let mut out = String::with_capacity(s.len());
+    enc_into(&mut out, s);
+    out
+}
+
+/// Appends `s` percent-encoded as one path segment or query value (RFC 3986 unreserved
+/// characters stay as they are).
+pub fn enc_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in s.bytes() {
+        match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
+                out.push(b as char)
             }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+            _ => {
+                out.push('%');
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 15)] as char);
+            }
+        }
+    }
 }
 
 async fn json_of(resp: reqwest::Response) -> Result<(u16, Value)> {
@@ -275,31 +288,49 @@ pub enum Transport {
     H2(std::sync::Arc<crate::h2::Connection>),
 }
 
+/// An access token, and the `Authorization` header that carries it, built once per client.
+pub struct AccessToken {
+    pub text: String,
+    bearer: http::HeaderValue,
+}
+
+impl AccessToken {
+    pub fn new(text: &str) -> Result<Self> {
+        let bearer = http::HeaderValue::try_from(format!("Bearer {text}"))
+            .context("access token is not a valid header value")?;
+        Ok(Self {
+            text: text.to_owned(),
+            bearer,
+        })
+    }
+}
+
 /// Runs one sync with `filter` (a stored filter's id, or inline JSON, which is encoded here);
 /// returns the status, the next_batch token and the bench ids seen. No answer within
 /// `timeout_ms` plus `grace` is an error (`is_timeout`).
 pub async fn sync(
     http: &Transport,
     base: &str,
-    token: &str,
+    token: &AccessToken,
     filter: &str,
     since: Option<&str>,
     timeout_ms: u64,
     grace: std::time::Duration,
 ) -> Result<(u16, Option<String>, Vec<u64>, usize)> {
-    let mut path = format!(
-        "/_matrix/client/v3/sync?timeout={timeout_ms}&filter={}",
-        enc(filter)
-    );
+    let mut path = String::with_capacity(96 + filter.len() + since.map_or(0, str::len));
+    path.push_str("/_matrix/client/v3/sync?timeout=");
+    path.push_str(&timeout_ms.to_string());
+    path.push_str("&filter=");
+    enc_into(&mut path, filter);
     if let Some(s) = since {
         path.push_str("&since=");
-        path.push_str(&enc(s));
+        enc_into(&mut path, s);
     }
     let (status, bytes) = match http {
         Transport::Http(http) => {
             let resp = http
                 .get(format!("{base}{path}"))
-                .bearer_auth(token)
+                .bearer_auth(&token.text)
                 .timeout(std::time::Duration::from_millis(timeout_ms) + grace)
                 .send()
                 .await?;
@@ -308,8 +339,8 @@ pub async fn sync(
         }
         Transport::H2(conn) => {
             conn.get(
-                &path,
-                token,
+                path,
+                &token.bearer,
                 std::time::Duration::from_millis(timeout_ms) + grace,
             )
             .await?
@@ -327,4 +358,17 @@ pub async fn sync(
         .filter_map(|e| e.content.bench_id)
         .collect();
     Ok((status, v.next_batch, ids, bytes.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enc_keeps_unreserved_and_escapes_the_rest() {
+        assert_eq!(enc("aZ09-_.~"), "aZ09-_.~");
+        assert_eq!(enc("!room:example.org"), "%21room%3Aexample.org");
+        assert_eq!(enc("{\"a\": 1}"), "%7B%22a%22%3A%201%7D");
+        assert_eq!(enc("ä"), "%C3%A4");
+    }
 }

@@ -186,7 +186,7 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
             let c = http1_client(&args, i)?;
             (Transport::Http(c.clone()), c)
         };
-        let token = world.users[i].token.clone();
+        let token = client::AccessToken::new(&world.users[i].token)?;
         let user_id = world.users[i].user_id.clone();
         let (base, shared, mut stop, pb) =
             (base.clone(), shared.clone(), stop_rx.clone(), pb.clone());
@@ -206,7 +206,7 @@ pub async fn run(world: &World, args: SyncArgs) -> Result<SyncResult> {
                     match client::create_filter(
                         &filter_http,
                         &base,
-                        &token,
+                        &token.text,
                         &user_id,
                         client::LIVE_FILTER,
                     )
