@@ -1,6 +1,8 @@
 //! The few Client-Server API calls the load generator makes. Only the standard API, so it runs
 //! against any homeserver.
 
+use std::fmt::Write as _;
+
 use anyhow::{Context, Result, anyhow, bail};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -318,9 +320,8 @@ pub async fn sync(
     grace: std::time::Duration,
 ) -> Result<(u16, Option<String>, Vec<u64>, usize)> {
     let mut path = String::with_capacity(96 + filter.len() + since.map_or(0, str::len));
-    path.push_str("/_matrix/client/v3/sync?timeout=");
-    path.push_str(&timeout_ms.to_string());
-    path.push_str("&filter=");
+    // Writing into a String cannot fail.
+    let _ = write!(path, "/_matrix/client/v3/sync?timeout={timeout_ms}&filter=");
     enc_into(&mut path, filter);
     if let Some(s) = since {
         path.push_str("&since=");
