@@ -51,7 +51,7 @@ where
     }
 }
 
-fn finish<E>(resp: Result<Response, E>) -> Result<Response, E> {
+pub(crate) fn finish<E>(resp: Result<Response, E>) -> Result<Response, E> {
     resp.map(|resp| {
         let mut resp = method_not_allowed(resp);
         let headers = resp.headers_mut();

@@ -3,6 +3,7 @@
 //! they never touch storage.
 
 mod admin;
+mod app;
 pub mod client;
 mod console;
 mod conventions;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use feldpost_service::Services;
 
+pub use app::App;
 pub use router::{admin_router, router};
 
 /// Shared state of every handler.

@@ -9,6 +9,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
+use crate::app::App;
 use crate::conventions::Conventions;
 use crate::error::{ApiError, json_response};
 use crate::{admin, client, console, enrollment_page};
@@ -17,7 +18,7 @@ async fn unrecognized() -> ApiError {
     ApiError::new(ErrorKind::Unrecognized, "Unrecognized request")
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
     json_response(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -26,8 +27,9 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// The main listener: the client API and the public enrollment pages, and the admin API and
-/// console unless `[admin] listen` gives them a listener of their own.
-pub fn router(state: AppState) -> Router {
+/// console unless `[admin] listen` gives them a listener of their own; `/sync` in front of
+/// the router (see `app`).
+pub fn router(state: AppState) -> App {
     let mut routes = Router::new()
         .merge(client::routes(&state))
         .merge(crate::push::routes())
@@ -35,7 +37,7 @@ pub fn router(state: AppState) -> Router {
     if state.services.config.admin.listen.is_none() {
         routes = routes.merge(admin::routes()).merge(console::routes());
     }
-    with_layers(routes, state)
+    App::new(with_layers(routes, state.clone()), state)
 }
 
 /// The separate admin listener: the admin API, the console, and the login the console uses.

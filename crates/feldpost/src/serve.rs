@@ -5,8 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::ConnectInfo;
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
 use feldpost_gather::Gathered;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -14,7 +17,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 /// Pending connections the kernel may queue (capped by `net.core.somaxconn`).
 const BACKLOG: u32 = 65_535;
@@ -40,12 +43,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Serves `app` on `listener` until `stop` turns true.
-pub async fn serve(
+/// Serves `app` (the router, or the main listener's `App`) on `listener` until `stop` turns
+/// true.
+pub async fn serve<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -78,7 +86,8 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let svc = app
             .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
+            .map_request(move |req: hyper::Request<Incoming>| {
+                let mut req = req.map(Body::new);
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
             });

@@ -610,7 +610,7 @@ impl Sync {
         let members_moved = memberships.iter().any(|m| m.stream > since.stream)
             || join
                 .values()
-                .any(|room| room.pointer("/timeline/limited") == Some(&Value::Bool(true)))
+                .any(|room| room["timeline"]["limited"] == Value::Bool(true))
             || timelines
                 .values()
                 .flatten()

@@ -18,7 +18,7 @@ mod room_keys;
 mod room_reads;
 mod rooms;
 mod send;
-mod sync;
+pub(crate) mod sync;
 mod to_device;
 mod uia;
 mod user_directory;

@@ -66,6 +66,9 @@ async fn send(
     }
     let s = &state.services;
     s.rate_limiter.check(Action::Message, r.user_id.as_str())?;
+    // A message taken up while a burst of woken syncs is being answered would share the cores
+    // with it; it waits for the burst instead, a bounded while (see `feldpost_service::fanout`).
+    s.notifier.fanout().wait_for_burst().await;
     s.rooms.require_joined(&room_id, &r.user_id).await?;
     let content = Value::Object(content);
     s.rooms

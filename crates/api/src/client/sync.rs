@@ -125,6 +125,14 @@ async fn sync(
     sync_body(&body)
 }
 
+/// `GET /sync` without the router (see `crate::app`): the same handler, its extractors and all.
+pub(crate) fn answer(
+    req: axum::extract::Request,
+    state: AppState,
+) -> impl Future<Output = Response> + Send {
+    axum::handler::Handler::call(sync, req, state)
+}
+
 /// The response as JSON. A woken long poll's answer is about a kilobyte: the buffer starts there
 /// rather than growing to it from a few bytes.
 fn sync_body(body: &SyncResponse) -> ApiResult<Response> {

@@ -53,6 +53,8 @@ pub struct Rooms {
     /// Serialises cache misses of `state_map` per group (striped).
     state_loading: Vec<tokio::sync::Mutex<()>>,
     event_cache: Mutex<Generations<OwnedEventId, Arc<Pdu>>>,
+    /// History visibility by state group (see `visibility`).
+    visibility_memo: Mutex<HashMap<i64, visibility::HistoryVisibility>>,
     /// Push's part in storing events (push sits above rooms, so it is handed in at start).
     event_hook: std::sync::OnceLock<Arc<dyn EventHook>>,
 }
@@ -108,6 +110,7 @@ impl Rooms {
             state_cache: Mutex::default(),
             state_loading: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             event_cache: Mutex::new(Generations::new(EVENT_CACHE_LIMIT)),
+            visibility_memo: Mutex::default(),
             event_hook: std::sync::OnceLock::new(),
         }
     }

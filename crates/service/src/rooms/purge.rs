@@ -18,6 +18,10 @@ impl Rooms {
             self.event_cache
                 .lock()
                 .retain(|_, p| p.room_id.as_str() != room_id.as_str());
+            // The room's state group numbers may be handed out again once its rows are gone;
+            // nothing cached under them may outlive it. Purges are rare: forget all groups.
+            *self.state_cache.lock() = Default::default();
+            self.visibility_memo.lock().clear();
         }
         self.locks.lock().remove(room_id);
         tracing::info!(room = %room_id, "purged room");
