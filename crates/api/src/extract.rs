@@ -1,6 +1,7 @@
 //! Request extractors that fail with Matrix errors: the authenticated requester, JSON bodies
 //! (`M_NOT_JSON` / `M_BAD_JSON` / `M_MISSING_PARAM`), query strings and path segments.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -25,24 +26,27 @@ pub fn access_token(parts: &Parts) -> Option<String> {
     }
     let q = parts.uri.query()?;
     form_urlencoded_pairs(q)
-        .into_iter()
         .find(|(k, _)| k == "access_token")
-        .map(|(_, v)| v)
+        .map(|(_, v)| v.into_owned())
 }
 
-fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8()
-                    .ok()
-                    .map(|c| c.into_owned())
-            };
-            Some((dec(k)?, dec(v)?))
-        })
-        .collect()
+/// The pairs of a query string, decoded; a pair that is not UTF-8 once decoded is skipped. Both
+/// halves borrow from the query unless they hold escapes (every `/sync` is parsed here).
+fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    fn decode(s: &str) -> Option<Cow<'_, str>> {
+        if s.contains('+') {
+            let spaced = s.replace('+', " ");
+            let decoded = percent_encoding::percent_decode_str(&spaced)
+                .decode_utf8()
+                .ok()?;
+            return Some(Cow::Owned(decoded.into_owned()));
+        }
+        percent_encoding::percent_decode_str(s).decode_utf8().ok()
+    }
+    q.split('&').filter_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        Some((decode(k)?, decode(v)?))
+    })
 }
 
 /// An authenticated requester.
@@ -57,8 +61,8 @@ impl FromRequestParts<AppState> for Auth {
     ) -> Result<Self, Self::Rejection> {
         let token = access_token(parts)
             .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
-        let requester = state.services.accounts.authenticate(&token).await?;
-        if state.services.accounts.touch_due(&requester) {
+        let (requester, seen_due) = state.services.accounts.authenticate_seen(&token).await?;
+        if seen_due {
             let ip = parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
@@ -151,14 +155,15 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError
         if k.is_empty() {
             continue;
         }
-        match map.get_mut(&k) {
-            Some(serde_json::Value::Array(a)) => a.push(serde_json::Value::String(v)),
+        let v = serde_json::Value::String(v.into_owned());
+        match map.get_mut(k.as_ref()) {
+            Some(serde_json::Value::Array(a)) => a.push(v),
             Some(existing) => {
                 let prev = existing.take();
-                *existing = serde_json::Value::Array(vec![prev, serde_json::Value::String(v)]);
+                *existing = serde_json::Value::Array(vec![prev, v]);
             }
             None => {
-                map.insert(k, serde_json::Value::String(v));
+                map.insert(k.into_owned(), v);
             }
         }
     }
@@ -234,4 +239,32 @@ where
 {
     T::try_from(s)
         .map_err(|_| ApiError::new(ErrorKind::InvalidParam, format!("Invalid {what}: {s}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::form_urlencoded_pairs;
+
+    #[test]
+    fn query_pairs_decode_and_borrow_what_needs_no_decoding() {
+        let pairs: Vec<_> =
+            form_urlencoded_pairs("since=s5_1&q=a+b&path=%2Fx%20y&flag&bad=%FF&timeout=30000")
+                .collect();
+        let plain: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (&**k, &**v)).collect();
+        assert_eq!(
+            plain,
+            [
+                ("since", "s5_1"),
+                ("q", "a b"),
+                ("path", "/x y"),
+                ("flag", ""),
+                ("timeout", "30000")
+            ],
+            "a value that is not UTF-8 once decoded is skipped"
+        );
+        assert!(matches!(pairs[0].1, Cow::Borrowed(_)));
+        assert!(matches!(pairs[2].1, Cow::Owned(_)));
+    }
 }

@@ -14,7 +14,6 @@ use sha2::{Digest, Sha256};
 
 use crate::config::RegistrationConfig;
 use crate::notifier::Notifier;
-use crate::per_device::PerDevice;
 use crate::rooms::append::now_ms;
 use crate::rooms::membership::Profile;
 use crate::{Error, ErrorKind, Result};
@@ -41,17 +40,24 @@ pub struct Accounts {
     config: RegistrationConfig,
     /// Wakes the syncs that report device-list changes when devices are deleted.
     notifier: Arc<Notifier>,
-    /// When each device was last recorded as seen; bounds that to once per device per interval
-    /// instead of once per request.
-    last_touch: parking_lot::Mutex<PerDevice<std::time::Instant>>,
     /// Devices seen and not written yet, by user and device id: where, and when. Written
     /// together by `flush_seen`, every second and before anything reads last-seen data: with
     /// 80,000 clients, a write of its own per device every five minutes was 267 write
     /// transactions a second. Informational data, so a crash may lose the last second of it.
     seen: parking_lot::Mutex<foldhash::HashMap<(String, String), (String, i64)>>,
-    /// Authenticated tokens (by hash) and the position they were checked at; void as soon as any
-    /// credential changes after it (logout, device deletion, deactivation, admin flag).
-    authenticated: parking_lot::Mutex<foldhash::HashMap<String, (i64, Requester)>>,
+    /// Authenticated tokens (by their SHA-256) and the position they were checked at; void as
+    /// soon as any credential changes after it (logout, device deletion, deactivation, admin
+    /// flag).
+    authenticated: parking_lot::Mutex<foldhash::HashMap<[u8; 32], CachedToken>>,
+}
+
+struct CachedToken {
+    at: i64,
+    requester: Requester,
+    /// When the token's device was last recorded as seen: that is recorded once per
+    /// `TOUCH_INTERVAL`, not once per request. Kept here, with the entry every request looks up
+    /// anyway, and carried over when the entry is checked again.
+    touched: Option<std::time::Instant>,
 }
 
 const TOUCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
@@ -87,7 +93,6 @@ impl Accounts {
             server_name,
             config,
             notifier: Arc::new(Notifier::default()),
-            last_touch: Default::default(),
             seen: Default::default(),
             authenticated: Default::default(),
         }
@@ -293,21 +298,42 @@ impl Accounts {
 
     /// Resolves an access token.
     pub async fn authenticate(&self, token: &str) -> Result<Requester> {
+        Ok(self.authenticate_seen(token).await?.0)
+    }
+
+    /// Authenticates a request's token, and tells whether its device is due to be recorded as
+    /// seen (see `seen`): the first request of a token, then once per `TOUCH_INTERVAL`.
+    pub async fn authenticate_seen(&self, token: &str) -> Result<(Requester, bool)> {
         let unknown = || {
             Error::new(
                 ErrorKind::UnknownToken { soft_logout: false },
                 "Unknown access token",
             )
         };
-        let hash = hash_token(token);
-        if let Some((at, r)) = self.authenticated.lock().get(&hash)
-            && !self.store.changes().credentials_changed(*at)
-        {
-            return Ok(r.clone());
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = std::time::Instant::now();
+        let due = |touched: &mut Option<std::time::Instant>| {
+            let due = touched.is_none_or(|at| now.duration_since(at) >= TOUCH_INTERVAL);
+            if due {
+                *touched = Some(now);
+            }
+            due
+        };
+        let mut touched = None;
+        if let Some(c) = self.authenticated.lock().get_mut(&digest) {
+            if !self.store.changes().credentials_changed(c.at) {
+                let due = due(&mut c.touched);
+                return Ok((c.requester.clone(), due));
+            }
+            touched = c.touched;
         }
         // Read the position first: a logout racing with the lookup voids the entry.
         let at = self.store.current_position();
-        let owner = self.store.token_owner(&hash).await?.ok_or_else(unknown)?;
+        let owner = self
+            .store
+            .token_owner(&hex::encode(digest))
+            .await?
+            .ok_or_else(unknown)?;
         let user = self
             .store
             .get_user(&owner.user_id)
@@ -323,12 +349,20 @@ impl Accounts {
             device_id: owner.device_id,
             is_admin: user.is_admin,
         };
+        let due = due(&mut touched);
         let mut cache = self.authenticated.lock();
         if cache.len() >= 500_000 {
             cache.clear();
         }
-        cache.insert(hash, (at, requester.clone()));
-        Ok(requester)
+        cache.insert(
+            digest,
+            CachedToken {
+                at,
+                requester: requester.clone(),
+                touched,
+            },
+        );
+        Ok((requester, due))
     }
 
     pub async fn logout(&self, requester: &Requester) -> Result<()> {
@@ -444,19 +478,6 @@ impl Accounts {
     }
 
     /// Whether the device's last-seen data is due for an update; marks it updated if so.
-    pub fn touch_due(&self, r: &Requester) -> bool {
-        let now = std::time::Instant::now();
-        let mut map = self.last_touch.lock();
-        if map
-            .get(r.user_id.as_str(), &r.device_id)
-            .is_some_and(|at| now.duration_since(*at) < TOUCH_INTERVAL)
-        {
-            return false;
-        }
-        map.insert(r.user_id.as_str(), &r.device_id, now);
-        true
-    }
-
     /// Records that the device was seen from `ip` now; written with the next `flush_seen`.
     pub fn seen(&self, r: &Requester, ip: String) {
         self.seen
