@@ -2,10 +2,9 @@
 //! that survives thousands of clients connecting at once, many streams per HTTP/2 connection,
 //! and a graceful stop in which parked syncs answer before the connections close.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};

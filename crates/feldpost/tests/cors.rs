@@ -30,12 +30,26 @@ async fn every_response_carries_cors_headers_and_a_date() {
         "/_matrix/client/versions",
         "/_matrix/client/v3/account/whoami",
         "/_matrix/client/v3/nonsense",
+        // Answered in front of the router, as an error here.
+        "/_matrix/client/v3/sync",
     ] {
         let resp = http.get(srv.url(path)).send().await.expect("request");
         assert_cors(resp.headers());
         let date = resp.headers()["date"].to_str().expect("ascii").to_owned();
         assert!(httpdate::parse_http_date(&date).is_ok(), "{date}");
     }
+    // And a sync that succeeds.
+    let alice = srv.register("alice").await;
+    let resp = http
+        .get(srv.url("/_matrix/client/v3/sync?timeout=0"))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    assert_cors(resp.headers());
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert!(resp.headers().contains_key("date"));
     // The router's own 405 keeps its Matrix body and gains the headers too.
     let resp = http
         .delete(srv.url("/_matrix/client/v3/login"))

@@ -35,6 +35,8 @@ const READERS: usize = 8;
 /// At most this many writes share one transaction, so that a burst does not delay the first
 /// acknowledgement without bound.
 const MAX_BATCH: usize = 256;
+/// Pages in the write-ahead log that make the writer copy it into the database (4 KiB each).
+const CHECKPOINT_PAGES: u32 = 10_000;
 
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
@@ -212,6 +214,11 @@ impl SqliteStore {
             writer.query_row("SELECT value FROM meta WHERE key = 'stream'", [], |r| {
                 r.get::<_, i64>(0)
             })?;
+        // SQLite copies the write-ahead log into the database inside a commit once the log
+        // holds `CHECKPOINT_PAGES`; writes queued behind that commit wait for it. Ten times
+        // its default: the pages written over and over (indexes, the stream position) are
+        // copied once instead of ten times.
+        writer.execute_batch(&format!("PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};"))?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(open_reader(path)?);
