@@ -296,12 +296,7 @@ impl Accounts {
         Ok(user)
     }
 
-    /// Resolves an access token.
-    pub async fn authenticate(&self, token: &str) -> Result<Requester> {
-        Ok(self.authenticate_seen(token).await?.0)
-    }
-
-    /// Authenticates a request's token, and tells whether its device is due to be recorded as
+    /// Resolves a request's access token, and tells whether its device is due to be recorded as
     /// seen (see `seen`): the first request of a token, then once per `TOUCH_INTERVAL`.
     pub async fn authenticate_seen(&self, token: &str) -> Result<(Requester, bool)> {
         let unknown = || {
